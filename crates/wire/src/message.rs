@@ -146,6 +146,15 @@ impl<'s> FrameWriter<'s> {
         }
     }
 
+    /// A writer owning a scratch space of [`crate::limits::WRITER_SCRATCH_BYTES`] for the rest of
+    /// the process: meant for long-lived owners (one per shard or per agent connection), so the
+    /// scratch space is zeroed once rather than per message. Each call leaks that many bytes.
+    pub fn with_static_scratch() -> FrameWriter<'static> {
+        let scratch: &'static mut [u8] =
+            Box::leak(vec![0u8; crate::limits::WRITER_SCRATCH_BYTES].into_boxed_slice());
+        FrameWriter::new(scratch)
+    }
+
     /// Builds a message of root `R` with `fill` and appends its frame to `out`.
     /// Returns the frame's length in bytes. On error `out` is left as it was.
     pub fn write<R, F>(&mut self, out: &mut Vec<u8>, fill: F) -> Result<usize, WireError>
