@@ -18,6 +18,10 @@ use turnstile_wire::{FrameWriter, Message};
 
 pub const SERVER: &str = "127.0.0.1:4433";
 pub const CLIENT: &str = "127.0.0.1:50000";
+const CLIENT_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(127, 0, 0, 1),
+    50000,
+));
 
 pub fn tls() -> (Arc<ServerConfig>, ClientConfig) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -70,6 +74,9 @@ pub struct Pair {
     pub to_client: VecDeque<Vec<u8>>,
     pub writer: FrameWriter<'static>,
     pub client_config: ClientConfig,
+    /// Called with `true` before and `false` after every call into the server, so a test can
+    /// attribute work (allocations) to the server alone.
+    pub server_scope: fn(bool),
 }
 
 impl Pair {
@@ -98,6 +105,7 @@ impl Pair {
             to_client: VecDeque::new(),
             writer: FrameWriter::with_static_scratch(),
             client_config,
+            server_scope: |_| {},
         }
     }
 
@@ -114,16 +122,17 @@ impl Pair {
             }
             while let Some(d) = self.to_server.pop_front() {
                 moved = true;
-                self.server.handle_datagram(
-                    self.now,
-                    CLIENT.parse().unwrap(),
-                    None,
-                    None,
-                    BytesMut::from(&d[..]),
-                    handler,
-                );
+                let data = BytesMut::from(&d[..]);
+                (self.server_scope)(true);
+                self.server
+                    .handle_datagram(self.now, CLIENT_ADDR, None, None, data, handler);
+                (self.server_scope)(false);
             }
-            while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
+            loop {
+                (self.server_scope)(true);
+                let t = self.server.poll_transmit(self.now, &mut buf);
+                (self.server_scope)(false);
+                let Some(t) = t else { break };
                 push_segments(&mut self.to_client, &buf[..t.size], t.segment_size);
                 moved = true;
             }
@@ -158,7 +167,9 @@ impl Pair {
     pub fn advance<H: RequestHandler>(&mut self, d: Duration, handler: &mut H) {
         self.now += d;
         self.client.handle_timeout(self.now);
+        (self.server_scope)(true);
         self.server.handle_timeout(self.now, handler);
+        (self.server_scope)(false);
         self.drive(handler);
     }
 
