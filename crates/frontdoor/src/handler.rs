@@ -108,7 +108,8 @@ pub fn replay_safe(request: request::Reader<'_>) -> bool {
     }
 }
 
-/// Answers what needs no agents: `echo`, `hello`, and `decide` on the allow-all route. Everything
+/// Answers what needs no agents: `echo` and `decide` on the allow-all route (`hello` and
+/// `status` never reach a handler: the front door answers them). Everything
 /// that needs the agent plane gets `notImplemented`, saying so.
 #[derive(Debug, Default)]
 pub struct BuiltinHandler {
@@ -152,25 +153,13 @@ pub fn builtin_answer(
                 Ok(())
             })?;
         }
-        request::Hello(hello) => {
-            let versions = hello?.get_versions()?;
-            let wanted = turnstile_wire::CLIENT_PROTOCOL_VERSION;
-            if !versions.is_empty() && !versions.iter().any(|v| v == wanted) {
-                sink.error(
-                    correlation_id,
-                    ErrorCode::UnsupportedVersion,
-                    "no common client protocol version: this server speaks version 1",
-                );
-            } else {
-                sink.write(|mut r| {
-                    r.set_correlation_id(correlation_id);
-                    let mut ack = r.init_hello_ack();
-                    ack.set_version(wanted);
-                    ack.set_server_name(concat!("turnstile/", env!("CARGO_PKG_VERSION")));
-                    ack.set_frame_bytes_max(turnstile_wire::limits::FRAME_BYTES_MAX);
-                    Ok(())
-                })?;
-            }
+        request::Hello(_) | request::Status(_) => {
+            // The front door answers these itself, with its limits and counters.
+            sink.error(
+                correlation_id,
+                ErrorCode::Internal,
+                "hello and status are answered by the front door",
+            );
         }
         request::Decide(_) => {
             sink.write(|mut r| {
@@ -181,7 +170,7 @@ pub fn builtin_answer(
                 Ok(())
             })?;
         }
-        request::Task(_) | request::Memory(_) | request::Control(_) | request::Status(_) => {
+        request::Task(_) | request::Memory(_) | request::Control(_) => {
             sink.error(
                 correlation_id,
                 ErrorCode::NotImplemented,

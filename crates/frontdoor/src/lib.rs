@@ -55,6 +55,19 @@ pub struct FrontDoorConfig {
     pub max_request_bytes: usize,
     /// Above this many new Initials per second, clients must validate their address (Retry).
     pub retry_above_initials_per_sec: u32,
+    /// Concurrent bidirectional streams per connection (as set in the transport config);
+    /// announced in `HelloAck`.
+    pub max_streams: u32,
+}
+
+/// What the front door itself reports in `HelloAck` and `StatusEvent`.
+struct Snapshot {
+    shard: u8,
+    max_request_bytes: usize,
+    max_streams: u32,
+    connections: usize,
+    streams: usize,
+    requests: u64,
 }
 
 /// Counters of one front door.
@@ -398,6 +411,8 @@ impl FrontDoor {
     fn drive<H: RequestHandler>(&mut self, now: Instant, ch: ConnectionHandle, handler: &mut H) {
         let shard = self.cfg.shard;
         let max_request_bytes = self.cfg.max_request_bytes;
+        let max_streams = self.cfg.max_streams;
+        let connections = self.open_conns;
         let Some(c) = self.conns.get_mut(ch.0).and_then(Option::as_mut) else {
             return;
         };
@@ -444,6 +459,8 @@ impl FrontDoor {
                                 id,
                                 shard,
                                 max_request_bytes,
+                                max_streams,
+                                connections,
                                 &mut self.pool,
                                 &mut self.writer,
                                 &mut self.stats,
@@ -464,6 +481,8 @@ impl FrontDoor {
                         id,
                         shard,
                         max_request_bytes,
+                        max_streams,
+                        connections,
                         &mut self.pool,
                         &mut self.writer,
                         &mut self.stats,
@@ -552,11 +571,14 @@ impl FrontDoor {
         id: StreamId,
         shard: u8,
         max_request_bytes: usize,
+        max_streams: u32,
+        connections: usize,
         pool: &mut BufferPool,
         writer: &mut FrameWriter<'static>,
         stats: &mut FrontDoorStats,
         handler: &mut H,
     ) {
+        let open_streams = c.streams.len();
         let Some(s) = c.streams.get_mut(&id) else {
             return;
         };
@@ -651,7 +673,16 @@ impl FrontDoor {
                         writer,
                         out: &mut s.outbuf,
                     };
-                    let reply = answer_frame(now, rid, &info, frame, &mut sink, handler, stats);
+                    let snapshot = Snapshot {
+                        shard,
+                        max_request_bytes,
+                        max_streams,
+                        connections,
+                        streams: open_streams,
+                        requests: stats.requests,
+                    };
+                    let reply =
+                        answer_frame(now, rid, &info, &snapshot, frame, &mut sink, handler, stats);
                     s.phase = match reply {
                         Reply::Ready => Phase::Responding,
                         Reply::Pending => Phase::Pending,
@@ -730,11 +761,14 @@ impl FrontDoor {
     }
 }
 
-/// Parses a request frame and hands it to the handler, or answers an error itself.
+/// Parses a request frame and hands it to the handler, or answers it itself (errors, `hello`,
+/// `status`).
+#[allow(clippy::too_many_arguments)]
 fn answer_frame<H: RequestHandler>(
     now: Instant,
     rid: RequestId,
     info: &RequestInfo,
+    snapshot: &Snapshot,
     frame: turnstile_wire::Frame<'_>,
     sink: &mut ResponseSink<'_>,
     handler: &mut H,
@@ -776,6 +810,17 @@ fn answer_frame<H: RequestHandler>(
         return Reply::Ready;
     }
     stats.requests += 1;
+    match request.which() {
+        Ok(request::Hello(Ok(hello))) => {
+            answer_hello(correlation_id, hello, snapshot, sink);
+            return Reply::Ready;
+        }
+        Ok(request::Status(Ok(_))) => {
+            answer_status(correlation_id, snapshot, sink);
+            return Reply::Ready;
+        }
+        _ => {}
+    }
     match handler.on_request(now, rid, info, request, sink) {
         Ok(reply) => reply,
         Err(e) => {
@@ -788,4 +833,50 @@ fn answer_frame<H: RequestHandler>(
             Reply::Ready
         }
     }
+}
+
+fn answer_hello(
+    correlation_id: u64,
+    hello: turnstile_wire::turnstile_capnp::hello::Reader<'_>,
+    snapshot: &Snapshot,
+    sink: &mut ResponseSink<'_>,
+) {
+    let wanted = turnstile_wire::CLIENT_PROTOCOL_VERSION;
+    let supported = match hello.get_versions() {
+        Ok(v) => v.is_empty() || v.iter().any(|x| x == wanted),
+        Err(_) => false,
+    };
+    if !supported {
+        sink.error(
+            correlation_id,
+            ErrorCode::UnsupportedVersion,
+            "no common client protocol version: this server speaks version 1",
+        );
+        return;
+    }
+    let written = sink.write(|mut r| {
+        r.set_correlation_id(correlation_id);
+        let mut ack = r.init_hello_ack();
+        ack.set_version(wanted);
+        ack.set_server_name(concat!("turnstile/", env!("CARGO_PKG_VERSION")));
+        ack.set_frame_bytes_max(turnstile_wire::limits::FRAME_BYTES_MAX);
+        ack.set_request_bytes_max(snapshot.max_request_bytes as u64);
+        ack.set_streams_max(snapshot.max_streams);
+        Ok(())
+    });
+    assert!(written.is_ok(), "hello ack must encode");
+}
+
+fn answer_status(correlation_id: u64, snapshot: &Snapshot, sink: &mut ResponseSink<'_>) {
+    // One event per subscription for now: periodic events come with the agent plane's status.
+    let written = sink.write(|mut r| {
+        r.set_correlation_id(correlation_id);
+        let mut e = r.init_status_event();
+        e.set_shard(u16::from(snapshot.shard));
+        e.set_connections(u32::try_from(snapshot.connections).unwrap_or(u32::MAX));
+        e.set_streams(u32::try_from(snapshot.streams).unwrap_or(u32::MAX));
+        e.set_requests_total(snapshot.requests);
+        Ok(())
+    });
+    assert!(written.is_ok(), "status event must encode");
 }

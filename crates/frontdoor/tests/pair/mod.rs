@@ -60,6 +60,7 @@ pub fn server_cfg() -> FrontDoorConfig {
         max_connections: 100,
         max_request_bytes: 64 * 1024,
         retry_above_initials_per_sec: 1000,
+        max_streams: 1024,
     }
 }
 
