@@ -1,0 +1,428 @@
+//! One turnstile shard per core: a pinned thread that owns an io_uring ring (its UDP socket bound
+//! with SO_REUSEPORT), a QUIC front door (quinn-proto endpoint and connections), the buffers
+//! datagrams are received into, and its counters. No locks and no shared state on the request
+//! path: the only cross-thread traffic is datagrams steered to the shard that owns their
+//! connection, and control messages (drain, stop).
+//!
+//! This crate owns the loop and how it waits (spin, then sleep: see [`SpinPolicy`]). It must not
+//! parse QUIC or the wire format itself (that is `turnstile-frontdoor`) nor touch the kernel
+//! except through `turnstile-uring`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod limits;
+mod spin;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use quinn_proto::EcnCodepoint;
+use turnstile_frontdoor::{BuiltinHandler, FrontDoor, FrontDoorConfig, Steer, codes};
+use turnstile_uring::{Completion, Ring, RingConfig, SetupMode, Waker};
+
+use limits::*;
+pub use spin::{Idle, SpinPolicy, Spinner};
+
+/// How to run one shard.
+#[derive(Debug, Clone)]
+pub struct ShardSpec {
+    /// Front door settings (shard index and count included).
+    pub front: FrontDoorConfig,
+    /// Core to pin the thread to; `None` leaves it unpinned.
+    pub core: Option<usize>,
+    /// UDP address every shard binds (SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// How the loop waits when idle.
+    pub spin: SpinPolicy,
+    /// io_uring submission queue entries.
+    pub ring_entries: u32,
+    /// Use a kernel SQ polling thread.
+    pub sqpoll: bool,
+}
+
+/// What ended a shard, or kept it from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The ring (or its UDP socket) could not be set up.
+    #[error("shard {shard}: {source}")]
+    Ring {
+        /// Shard index.
+        shard: u8,
+        /// Cause.
+        source: turnstile_uring::RingError,
+    },
+    /// Submitting to or waiting on the ring failed.
+    #[error("shard {shard}: io_uring {action} failed: {source}")]
+    Io {
+        /// Shard index.
+        shard: u8,
+        /// What was being done.
+        action: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The thread could not be started.
+    #[error("shard {shard}: could not start its thread: {source}")]
+    Spawn {
+        /// Shard index.
+        shard: u8,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The shard thread panicked (a bug: an invariant assertion fired).
+    #[error("shard {0} panicked")]
+    Panicked(u8),
+}
+
+/// A message to a shard.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    /// Stop accepting connections, let requests in flight finish until `deadline`, then close
+    /// every connection with SHUTTING_DOWN and stop.
+    Drain {
+        /// When to close connections whatever their state.
+        deadline: Instant,
+    },
+}
+
+/// A datagram received by one shard for a connection another shard owns.
+struct Steered {
+    data: BytesMut,
+    remote: SocketAddr,
+    local_ip: Option<IpAddr>,
+    ecn: u8,
+}
+
+/// Counters of one shard, reported when it stops.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShardReport {
+    /// Shard index.
+    pub shard: u8,
+    /// Datagrams received from the socket.
+    pub datagrams_received: u64,
+    /// Datagrams sent (transmits, each possibly a GSO batch, counted once).
+    pub transmits_sent: u64,
+    /// Transmits the ring refused (send slots exhausted, socket errors).
+    pub transmits_failed: u64,
+    /// Datagrams handed to another shard.
+    pub datagrams_steered_out: u64,
+    /// Datagrams received from other shards.
+    pub datagrams_steered_in: u64,
+    /// Steered datagrams dropped because the owner's queue was full.
+    pub datagrams_steered_dropped: u64,
+    /// Loop iterations that ended in a kernel sleep.
+    pub sleeps: u64,
+    /// Front door counters.
+    pub front: turnstile_frontdoor::FrontDoorStats,
+}
+
+/// A running shard.
+pub struct ShardHandle {
+    index: u8,
+    thread: Option<JoinHandle<Result<ShardReport, ShardError>>>,
+    control: Sender<Control>,
+    waker: Waker,
+}
+
+impl ShardHandle {
+    /// Sends `msg` to the shard and wakes it.
+    pub fn send(&self, msg: Control) {
+        // A full control queue means the shard already has messages to act on.
+        let _ = self.control.try_send(msg);
+        self.waker.wake();
+    }
+
+    /// Waits for the shard thread to end.
+    pub fn join(mut self) -> Result<ShardReport, ShardError> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) | None => Err(ShardError::Panicked(self.index)),
+        }
+    }
+}
+
+/// Starts one thread per spec; returns when every shard has its ring and socket ready (or the
+/// first error). `server_config` and `reset_key` are shared by all shards, so tokens, tickets and
+/// stateless resets work whichever shard a packet reaches.
+pub fn start(
+    specs: Vec<ShardSpec>,
+    server_config: Arc<quinn_proto::ServerConfig>,
+    reset_key: Arc<dyn quinn_proto::crypto::HmacKey>,
+) -> Result<Vec<ShardHandle>, ShardError> {
+    let count = specs.len();
+    let wakers: Arc<OnceLock<Vec<Waker>>> = Arc::new(OnceLock::new());
+    let mut steer_txs = Vec::with_capacity(count);
+    let mut steer_rxs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (tx, rx) = crossbeam_channel::bounded::<Steered>(STEERED_DATAGRAMS_QUEUED_MAX);
+        steer_txs.push(tx);
+        steer_rxs.push(rx);
+    }
+    let mut handles = Vec::with_capacity(count);
+    let mut ready = Vec::with_capacity(count);
+    for (spec, steer_rx) in specs.into_iter().zip(steer_rxs) {
+        let index = spec.front.shard;
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUED_MAX);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let peers = steer_txs.clone();
+        let wakers = wakers.clone();
+        let server_config = server_config.clone();
+        let reset_key = reset_key.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("turnstile-shard-{index}"))
+            .spawn(move || {
+                run(
+                    spec,
+                    server_config,
+                    reset_key,
+                    control_rx,
+                    steer_rx,
+                    peers,
+                    wakers,
+                    ready_tx,
+                )
+            })
+            .map_err(|source| ShardError::Spawn {
+                shard: index,
+                source,
+            })?;
+        handles.push((index, thread, control_tx));
+        ready.push(ready_rx);
+    }
+    let mut all_wakers = Vec::with_capacity(count);
+    let mut out = Vec::with_capacity(count);
+    for ((index, thread, control), ready_rx) in handles.into_iter().zip(ready) {
+        match ready_rx.recv() {
+            Ok(waker) => {
+                all_wakers.push(waker);
+                out.push((index, thread, control));
+            }
+            Err(_) => {
+                // The thread ended before it was ready: its result says why.
+                return match thread.join() {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(ShardError::Panicked(index)),
+                };
+            }
+        }
+    }
+    // Only set here, once: nothing else sets it.
+    let _ = wakers.set(all_wakers.clone());
+    Ok(out
+        .into_iter()
+        .zip(all_wakers)
+        .map(|((index, thread, control), waker)| ShardHandle {
+            index,
+            thread: Some(thread),
+            control,
+            waker,
+        })
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    spec: ShardSpec,
+    server_config: Arc<quinn_proto::ServerConfig>,
+    reset_key: Arc<dyn quinn_proto::crypto::HmacKey>,
+    control_rx: Receiver<Control>,
+    steer_rx: Receiver<Steered>,
+    peers: Vec<Sender<Steered>>,
+    wakers: Arc<OnceLock<Vec<Waker>>>,
+    ready_tx: Sender<Waker>,
+) -> Result<ShardReport, ShardError> {
+    let shard = spec.front.shard;
+    if let Some(core) = spec.core
+        && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+    {
+        tracing::warn!(
+            shard,
+            core,
+            "could not pin shard thread to its core; running unpinned"
+        );
+    }
+    let ring_config = RingConfig {
+        entries: spec.ring_entries,
+        sqpoll_idle_ms: spec.sqpoll.then_some(100),
+        mode: SetupMode::Auto,
+        udp_bind: Some(spec.listen),
+        ..RingConfig::default()
+    };
+    let mut ring = Ring::new(&ring_config).map_err(|source| ShardError::Ring { shard, source })?;
+    let _ = ready_tx.send(ring.waker());
+    tracing::debug!(
+        shard,
+        mode = ?ring.setup_mode(),
+        gso = ring.udp_gso_enabled(),
+        gro = ring.udp_gro_enabled(),
+        "shard ready"
+    );
+
+    let mut front = FrontDoor::new(spec.front.clone(), server_config, reset_key);
+    let mut handler = BuiltinHandler::default();
+    let mut spinner = Spinner::new(spec.spin);
+    let mut arena = BytesMut::with_capacity(RECV_ARENA_BYTES);
+    let mut txbuf: Vec<u8> = Vec::with_capacity(TRANSMIT_BYTES_MAX);
+    let mut report = ShardReport {
+        shard,
+        ..ShardReport::default()
+    };
+    let mut drain_deadline: Option<Instant> = None;
+    let mut closed_at: Option<Instant> = None;
+    let io = |action| {
+        move |source| ShardError::Io {
+            shard,
+            action,
+            source,
+        }
+    };
+
+    loop {
+        ring.submit().map_err(io("submit"))?;
+        let now = Instant::now();
+        let mut worked = false;
+
+        while let Some(completion) = ring.poll_completion() {
+            worked = true;
+            match completion {
+                Completion::UdpRecv(recv) => {
+                    let ecn = recv.ecn;
+                    for datagram in recv.segments() {
+                        report.datagrams_received += 1;
+                        match front.steer(datagram) {
+                            Steer::Shard(owner) => {
+                                report.datagrams_steered_out += 1;
+                                let steered = Steered {
+                                    data: BytesMut::from(datagram),
+                                    remote: recv.source,
+                                    local_ip: recv.destination,
+                                    ecn,
+                                };
+                                match peers[owner as usize].try_send(steered) {
+                                    Ok(()) => {
+                                        if let Some(w) = wakers.get() {
+                                            w[owner as usize].wake();
+                                        }
+                                    }
+                                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                                        report.datagrams_steered_dropped += 1
+                                    }
+                                }
+                            }
+                            Steer::Local | Steer::Unknown => {
+                                if arena.capacity() < datagram.len() {
+                                    arena.reserve(RECV_ARENA_BYTES);
+                                }
+                                arena.extend_from_slice(datagram);
+                                let data = arena.split();
+                                front.handle_datagram(
+                                    now,
+                                    recv.source,
+                                    recv.destination,
+                                    EcnCodepoint::from_bits(ecn),
+                                    data,
+                                    &mut handler,
+                                );
+                            }
+                        }
+                    }
+                }
+                Completion::UdpRecvError(e) => {
+                    tracing::debug!(shard, error = %e, "udp receive error");
+                }
+                Completion::Timer | Completion::Wake => {}
+                Completion::UdsConnected { .. }
+                | Completion::UdsData { .. }
+                | Completion::UdsWritten { .. }
+                | Completion::UdsClosed { .. } => {}
+            }
+        }
+
+        while let Ok(s) = steer_rx.try_recv() {
+            worked = true;
+            report.datagrams_steered_in += 1;
+            front.handle_datagram(
+                now,
+                s.remote,
+                s.local_ip,
+                EcnCodepoint::from_bits(s.ecn),
+                s.data,
+                &mut handler,
+            );
+        }
+
+        while let Ok(msg) = control_rx.try_recv() {
+            match msg {
+                Control::Drain { deadline } => {
+                    front.begin_drain();
+                    drain_deadline = Some(drain_deadline.map_or(deadline, |d| d.min(deadline)));
+                }
+            }
+        }
+
+        front.handle_timeout(now, &mut handler);
+
+        if let Some(deadline) = drain_deadline
+            && closed_at.is_none()
+            && (front.streams_in_flight() == 0 || now >= deadline)
+        {
+            front.close_all(
+                now,
+                codes::SHUTTING_DOWN,
+                b"server shutting down",
+                &mut handler,
+            );
+            closed_at = Some(now);
+        }
+
+        while let Some(t) = front.poll_transmit(now, &mut txbuf) {
+            worked = true;
+            let ecn = t.ecn.map_or(0, |e| e as u8);
+            match ring.send_udp(
+                t.destination,
+                t.src_ip,
+                ecn,
+                t.segment_size,
+                &txbuf[..t.size],
+            ) {
+                Ok(()) => report.transmits_sent += 1,
+                Err(e) => {
+                    report.transmits_failed += 1;
+                    tracing::debug!(shard, error = %e, "udp send failed");
+                }
+            }
+        }
+
+        if let Some(at) = closed_at {
+            let flushed = front.connections() == 0;
+            if flushed || now.saturating_duration_since(at) > Duration::from_millis(CLOSE_FLUSH_MS)
+            {
+                ring.submit().map_err(io("submit"))?;
+                report.front = front.stats();
+                return Ok(report);
+            }
+        }
+
+        if worked {
+            spinner.worked();
+            continue;
+        }
+        match spinner.idle(now) {
+            Idle::Spin => std::hint::spin_loop(),
+            Idle::Sleep => {
+                report.sleeps += 1;
+                let mut deadline = front.poll_timeout();
+                if closed_at.is_some() || drain_deadline.is_some() {
+                    // Wake up regularly while shutting down to check the deadlines.
+                    let tick = now + Duration::from_millis(10);
+                    deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+                }
+                ring.wait(deadline).map_err(io("wait"))?;
+            }
+        }
+    }
+}
