@@ -4,56 +4,26 @@
 
 mod pair;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use pair::{Pair, server_cfg};
 use turnstile_frontdoor::BuiltinHandler;
+use turnstile_uring::counting::{self, CountingAlloc};
 
-struct Counting;
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc::new();
 
-thread_local! {
-    static ACTIVE: Cell<bool> = const { Cell::new(false) };
-    static INSIDE: Cell<bool> = const { Cell::new(false) };
-}
-static COUNT: AtomicU64 = AtomicU64::new(0);
 static SAMPLES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 const SAMPLES_MAX: usize = 400;
 
-// SAFETY-free: the allocator delegates to System; the bookkeeping only touches thread-locals,
-// an atomic and (re-entrancy guarded) a mutex.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
+fn sample() {
+    if let Ok(mut s) = SAMPLES.lock()
+        && s.len() < SAMPLES_MAX
+    {
+        s.push(std::backtrace::Backtrace::force_capture().to_string());
     }
 }
-
-fn record() {
-    if !ACTIVE.with(Cell::get) || INSIDE.with(Cell::get) {
-        return;
-    }
-    INSIDE.with(|i| i.set(true));
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    if n < SAMPLES_MAX as u64 {
-        let bt = std::backtrace::Backtrace::force_capture().to_string();
-        SAMPLES.lock().unwrap().push(bt);
-    }
-    INSIDE.with(|i| i.set(false));
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// Crates whose own code may still allocate per request, and why.
 const ALLOWED: &[(&str, &str)] = &[
@@ -99,7 +69,8 @@ fn echo_hot_path_allocations_are_named() {
     let mut h = BuiltinHandler::default();
     let mut p = Pair::new(server_cfg());
     p.connect(&mut h);
-    p.server_scope = |on| ACTIVE.with(|a| a.set(on));
+    counting::set_sampler(sample);
+    p.server_scope = counting::set_counting;
     let frame = p.echo_frame(1, b"0123456789abcdef");
 
     // Warm-up: pools, maps and buffers reach their steady size.
@@ -108,7 +79,7 @@ fn echo_hot_path_allocations_are_named() {
         p.drive(&mut h);
         assert!(p.recv(id).1);
     }
-    COUNT.store(0, Ordering::Relaxed);
+    counting::reset();
     SAMPLES.lock().unwrap().clear();
 
     let requests = 10_000u64;
@@ -119,7 +90,7 @@ fn echo_hot_path_allocations_are_named() {
         assert!(fin && !bytes.is_empty());
     }
     p.server_scope = |_| {};
-    let total = COUNT.load(Ordering::Relaxed);
+    let total = counting::count();
 
     let mut by_owner: BTreeMap<String, usize> = BTreeMap::new();
     let samples = SAMPLES.lock().unwrap().clone();

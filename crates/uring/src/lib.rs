@@ -32,6 +32,7 @@
 
 mod bufring;
 mod cmsg;
+pub mod counting;
 mod error;
 pub mod limits;
 mod mem;
