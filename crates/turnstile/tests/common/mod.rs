@@ -1,0 +1,223 @@
+//! Starts the real `turnstile` binary on a free loopback port and talks to it with quinn's
+//! high-level client: an independent QUIC implementation.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use turnstile_wire::turnstile_capnp::{request, response};
+use turnstile_wire::{FrameWriter, Message};
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub cert: CertificateDer<'static>,
+    pub dir: tempfile::TempDir,
+    lines: mpsc::Receiver<String>,
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+    s.local_addr().expect("local addr").port()
+}
+
+impl Server {
+    /// Starts `turnstile serve` with 2 shards and `extra` TOML appended (sections `[quic]`, ...
+    /// must not repeat `[server]`).
+    pub fn start(server_extra: &str, extra: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshards = 2\nstate_dir = \"{}\"\n{server_extra}\n{extra}\n",
+            dir.path().join("state").display()
+        );
+        let path = dir.path().join("turnstile.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("TURNSTILE_LOG", "info")
+            .spawn()
+            .expect("spawn turnstile");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            cert: CertificateDer::from(Vec::new()),
+            dir,
+            lines: rx,
+        };
+        server.wait_for_line("listening on", Duration::from_secs(20));
+        let pem = std::fs::read(server.dir.path().join("state/dev-cert.pem")).expect("dev cert");
+        use rustls::pki_types::pem::PemObject;
+        server.cert = CertificateDer::from_pem_slice(&pem).expect("pem cert");
+        server
+    }
+
+    /// Waits for a line containing `needle`; returns it. Panics with everything seen on timeout.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "no line with {needle:?}; output so far:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every output line received so far.
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (bounded).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not exit in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client_config(&self) -> quinn::ClientConfig {
+        let crypto = turnstile_config::dev_client_crypto(&self.cert).expect("client crypto");
+        client_config_from(crypto)
+    }
+
+    pub async fn connect(&self, endpoint: &quinn::Endpoint) -> quinn::Connection {
+        endpoint
+            .connect_with(self.client_config(), self.addr, "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client_config_from(crypto: rustls::ClientConfig) -> quinn::ClientConfig {
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("quic crypto");
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("idle")));
+    cfg.transport_config(Arc::new(transport));
+    cfg
+}
+
+pub fn client_endpoint() -> quinn::Endpoint {
+    quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint")
+}
+
+pub fn request_frame(fill: impl FnOnce(request::Builder<'_>)) -> Vec<u8> {
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut writer = FrameWriter::new(&mut scratch);
+    let mut out = Vec::new();
+    writer
+        .write::<request::Owned, _>(&mut out, |r| {
+            fill(r);
+            Ok(())
+        })
+        .expect("encode");
+    out
+}
+
+pub fn echo(correlation_id: u64, payload: &[u8]) -> Vec<u8> {
+    request_frame(|mut r| {
+        r.set_correlation_id(correlation_id);
+        r.set_echo(payload);
+    })
+}
+
+/// What came back, summarised for assertions.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    Echo(u64, Vec<u8>),
+    Error(u64, String, String),
+    Decision(u64),
+    Status { shard: u16 },
+    HelloAck(u32, u64, u32),
+}
+
+pub fn parse(bytes: &[u8]) -> Reply {
+    let msg = Message::from_frame_bytes(bytes).expect("one response frame");
+    let r = msg.root::<response::Owned>().expect("response root");
+    let cid = r.get_correlation_id();
+    match r.which().expect("known member") {
+        response::Echo(e) => Reply::Echo(cid, e.expect("echo").to_vec()),
+        response::Error(e) => {
+            let e = e.expect("error");
+            Reply::Error(
+                cid,
+                format!("{:?}", e.get_code().expect("code")),
+                e.get_message().expect("msg").to_string().expect("utf8"),
+            )
+        }
+        response::Decision(_) => Reply::Decision(cid),
+        response::StatusEvent(s) => Reply::Status {
+            shard: s.expect("status").get_shard(),
+        },
+        response::HelloAck(h) => {
+            let h = h.expect("ack");
+            Reply::HelloAck(
+                h.get_version(),
+                h.get_request_bytes_max(),
+                h.get_streams_max(),
+            )
+        }
+        _ => panic!("unexpected response member"),
+    }
+}
+
+/// One request on its own stream: write, FIN, read the whole answer.
+pub async fn call(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(frame).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    recv.read_to_end(8 << 20).await.map_err(|e| e.to_string())
+}
