@@ -350,6 +350,12 @@ impl Ring {
         self.uds.close(&mut self.queue, token)
     }
 
+    /// The peer's credentials of a connected Unix socket, from `SO_PEERCRED`: (pid, uid, gid)
+    /// of the process that created the listening socket.
+    pub fn uds_peer_cred(&self, token: Token) -> Result<(i32, u32, u32), UdsError> {
+        self.uds.peer_cred(token)
+    }
+
     /// Bytes queued on the connection and not yet written (`None` for a dead token).
     pub fn uds_queued_bytes(&self, token: Token) -> Option<usize> {
         self.uds.queued(token)

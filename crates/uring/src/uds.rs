@@ -245,6 +245,42 @@ impl Uds {
     }
 
     /// Bytes queued for writing and not yet written.
+    /// The peer's credentials (`SO_PEERCRED`) of an open connection: (pid, uid, gid).
+    pub(crate) fn peer_cred(&self, token: Token) -> Result<(i32, u32, u32), UdsError> {
+        let i = self.live(token)?;
+        let Some(socket) = self.conns[i].socket.as_ref() else {
+            return Err(UdsError::Io {
+                action: "read peer credentials",
+                source: io::Error::from(io::ErrorKind::NotConnected),
+            });
+        };
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `socket` is an open socket owned by this table for the duration of the call;
+        // `cred` and `len` are valid, writable and sized for SO_PEERCRED's `struct ucred`, and the
+        // kernel writes at most `len` bytes into `cred`.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &raw mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(UdsError::Io {
+                action: "read peer credentials",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok((cred.pid, cred.uid, cred.gid))
+    }
+
     pub(crate) fn queued(&self, token: Token) -> Option<usize> {
         let i = self.live(token).ok()?;
         Some(self.conns[i].w_end - self.conns[i].w_start)

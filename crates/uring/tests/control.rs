@@ -176,6 +176,15 @@ fn uds_connect_write_read_close_against_an_echo_server() {
     // Writes may be queued before the connect completes.
     ring.uds_write(token, b"hello ").unwrap();
     expect_connected(&mut ring, token);
+    // SO_PEERCRED names the process that made the listener: this one.
+    let (pid, uid, _gid) = ring.uds_peer_cred(token).unwrap();
+    assert_eq!(pid as u32, std::process::id());
+    assert_eq!(
+        uid,
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap()
+    );
     ring.uds_read(token).unwrap();
 
     // Much more than the socket buffer: exercises short writes and queue refills.
