@@ -28,6 +28,10 @@ pub struct Config {
     pub quic: QuicConfig,
     /// `[tls]`: certificate, key and client authentication.
     pub tls: TlsConfig,
+    /// `[agents.<id>]`: the agents, sorted by id.
+    pub agents: Vec<crate::agents::AgentConfig>,
+    /// `[[routes]]`: agent chains by route id.
+    pub routes: Vec<crate::agents::RouteConfig>,
 }
 
 /// `[server]`.
@@ -43,6 +47,9 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// How long open connections get to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Directory for the sockets of agents turnstile starts; `None` = the supervisor's default
+    /// (`$XDG_RUNTIME_DIR/turnstile`, else a per-user directory in the system temp dir).
+    pub runtime_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -190,11 +197,14 @@ impl Config {
             source: Box::new(source),
         })?;
         let env = Env::from_process();
+        let agents = crate::agents::agents(&file.agents, base)?;
         Ok(Config {
             server: server(&file.server, base, &env)?,
             shard: shard(&file.shard)?,
             quic: quic(&file.quic)?,
             tls: tls(&file.tls, base)?,
+            agents: agents.clone(),
+            routes: crate::agents::routes(&file.routes, &agents)?,
         })
     }
 }
@@ -222,7 +232,12 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// `value` if it lies in `min..=max` and fits `T`, else "`key` = value: must be between …".
-fn ranged<T: TryFrom<i64>>(key: &str, value: i64, min: u64, max: u64) -> Result<T, ConfigError> {
+pub(crate) fn ranged<T: TryFrom<i64>>(
+    key: &str,
+    value: i64,
+    min: u64,
+    max: u64,
+) -> Result<T, ConfigError> {
     let in_range = u64::try_from(value).is_ok_and(|v| (min..=max).contains(&v));
     match T::try_from(value) {
         Ok(v) if in_range => Ok(v),
@@ -239,7 +254,7 @@ fn milliseconds(key: &str, value: i64, min: u64, max: u64) -> Result<Duration, C
 }
 
 /// A TOML string literal for error messages.
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     format!("{s:?}")
 }
 
@@ -346,6 +361,7 @@ fn server(f: &FileServer, base: Option<&Path>, env: &Env) -> Result<ServerConfig
         cores,
         state_dir,
         drain_timeout,
+        runtime_dir: path(&f.runtime_dir, base),
     })
 }
 

@@ -15,6 +15,8 @@ pub(crate) struct FileConfig {
     pub shard: FileShard,
     pub quic: FileQuic,
     pub tls: FileTls,
+    pub agents: std::collections::BTreeMap<String, crate::agents::FileAgent>,
+    pub routes: Vec<crate::agents::FileRoute>,
 }
 
 /// `[server]`.
@@ -25,6 +27,7 @@ pub(crate) struct FileServer {
     pub shards: i64,
     pub cores: Vec<i64>,
     pub state_dir: String,
+    pub runtime_dir: String,
     pub drain_timeout_ms: i64,
 }
 
@@ -35,6 +38,7 @@ impl Default for FileServer {
             shards: 0,
             cores: Vec::new(),
             state_dir: String::new(),
+            runtime_dir: String::new(),
             drain_timeout_ms: 5000,
         }
     }

@@ -9,11 +9,12 @@
 //! `rustls::ServerConfig`, TLS 1.3 only, ALPN [`ALPN`], 0-RTT through one session cache) →
 //! [`quic_server_config`] (one `quinn_proto::ServerConfig` that every shard's endpoint shares).
 //!
-//! The agent plane will add `[[routes]]` and `[agents.<id>]` tables; until then they are unknown
-//! keys.
+//! `[agents.<id>]` tables define agents (how to reach them and the policy of their calls) and
+//! `[[routes]]` the chains of agent groups requests run through.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agents;
 mod config;
 mod error;
 mod file;
@@ -21,6 +22,7 @@ pub mod limits;
 mod quic;
 pub mod tls;
 
+pub use agents::{AgentConfig, BreakerConfig, FailMode, Placement, RouteConfig};
 pub use config::{
     Config, Congestion, DEFAULT_CONFIG_TOML, QuicConfig, ServerConfig, ShardConfig, SpinPolicy,
     TlsConfig,

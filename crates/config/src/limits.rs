@@ -67,3 +67,18 @@ pub const TLS_SESSION_CACHE_ENTRIES: usize = 65_536;
 const _: () = assert!(WINDOW_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(SLAB_BUFFER_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(SHARDS_MAX <= CORE_ID_MAX + 1);
+
+/// Agents one configuration may define.
+pub const AGENTS_MAX: u64 = 64;
+/// Routes one configuration may define.
+pub const ROUTES_MAX: u64 = 1024;
+/// Groups in one route's chain.
+pub const GROUPS_PER_ROUTE_MAX: u64 = 16;
+/// Agents in one parallel group.
+pub const AGENTS_PER_GROUP_MAX: u64 = 16;
+/// Connections per agent per shard.
+pub const AGENT_CONNECTIONS_MAX: u64 = 32;
+/// Longest agent call timeout.
+pub const AGENT_TIMEOUT_MS_MAX: u64 = 600_000;
+/// Most calls in flight per agent per shard.
+pub const AGENT_IN_FLIGHT_MAX: u64 = 65_536;

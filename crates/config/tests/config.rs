@@ -122,8 +122,97 @@ fn unknown_keys_are_refused_with_their_position() {
     assert!(message.contains("line 2, column 1"), "{message}");
     let message = error("[server]\nlisten = \"127.0.0.1:1\"\n[sharding]\n");
     assert!(message.contains("unknown field `sharding`"), "{message}");
-    // Reserved for the agent plane, not accepted yet.
-    assert!(error("[[routes]]\n").contains("unknown field `routes`"));
+    let message = error("[agents.waf]\nsocket = \"/tmp/w.sock\"\ntimeout = 5\n");
+    assert!(message.contains("unknown field `timeout`"), "{message}");
+}
+
+const TWO_AGENTS: &str = r#"
+[agents.auth]
+command = ["turnstile-agent-auth", "--socket", "{socket}"]
+timeout_ms = 50
+fail_mode = "closed"
+fail_status = 401
+config = 'keys = ["k1"]'
+
+[agents.waf]
+socket = "/run/waf.sock"
+peer_uid = 1000
+connections = 8
+fail_mode = "open"
+[agents.waf.breaker]
+consecutive_failures = 3
+open_ms = 1000
+
+[[routes]]
+id = "default"
+chain = [["auth"], ["waf"]]
+
+[[routes]]
+id = "api"
+chain = [["auth", "waf"]]
+fail_mode = "open"
+"#;
+
+#[test]
+fn agents_and_routes_parse() {
+    use turnstile_config::{FailMode, Placement};
+    let cfg = Config::parse(TWO_AGENTS).unwrap();
+    assert_eq!(cfg.agents.len(), 2);
+    let auth = &cfg.agents[0];
+    assert_eq!(auth.id, "auth");
+    assert!(matches!(&auth.placement, Placement::Supervised { argv } if argv[2] == "{socket}"));
+    assert_eq!(auth.fail_mode, FailMode::Closed { status: 401 });
+    assert_eq!(auth.connections, 4, "default pool size");
+    let waf = &cfg.agents[1];
+    assert!(
+        matches!(&waf.placement, Placement::External { socket } if socket.ends_with("waf.sock"))
+    );
+    assert_eq!(waf.peer_uid, Some(1000));
+    assert_eq!(waf.breaker.consecutive_failures, 3);
+    assert_eq!(waf.breaker.min_calls, 20, "default");
+    assert_eq!(cfg.routes.len(), 2);
+    assert_eq!(
+        cfg.routes[0].chain,
+        vec![vec!["auth".to_string()], vec!["waf".to_string()]]
+    );
+    assert_eq!(cfg.routes[1].fail_mode, Some(FailMode::Open));
+}
+
+#[test]
+fn agent_and_route_errors_name_the_key() {
+    let cases = [
+        ("[agents.x]\n", "set `command = [...]`"),
+        (
+            "[agents.x]\ncommand = [\"a\"]\nsocket = \"/s\"\n",
+            "agents.x.socket",
+        ),
+        ("[agents.X]\nsocket = \"/s\"\n", "agent ids are"),
+        (
+            "[agents.x]\nsocket = \"/s\"\nconnections = 33\n",
+            "agents.x.connections = 33",
+        ),
+        (
+            "[agents.x]\nsocket = \"/s\"\nfail_mode = \"maybe\"\n",
+            "agents.x.fail_mode = \"maybe\"",
+        ),
+        (
+            "[agents.x]\nsocket = \"/s\"\n[[routes]]\nchain = [[\"y\"]]\n",
+            "no such agent",
+        ),
+        (
+            "[agents.x]\nsocket = \"/s\"\n[[routes]]\nchain = [[\"x\"], [\"x\"]]\n",
+            "appears twice",
+        ),
+        ("[[routes]]\nchain = []\n", "routes[0].chain"),
+        (
+            "[agents.x]\nsocket = \"/s\"\n[[routes]]\nchain = [[\"x\"]]\n[[routes]]\nid = \"default\"\nchain = [[\"x\"]]\n",
+            "route id used twice",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = error(text);
+        assert!(got.contains(want), "{text:?}: got {got:?}, want {want:?}");
+    }
 }
 
 #[test]
