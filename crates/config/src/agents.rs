@@ -208,7 +208,7 @@ pub(crate) fn agents(
             (false, true) => {
                 if f.command[0].is_empty() {
                     return Err(ConfigError::invalid(
-                        &key("command"),
+                        key("command"),
                         format!("{:?}", f.command),
                         "the first element must name a program",
                     ));
@@ -235,7 +235,7 @@ pub(crate) fn agents(
             }
             (false, false) => {
                 return Err(ConfigError::invalid(
-                    &key("socket"),
+                    key("socket"),
                     quoted(&f.socket),
                     "set either `command` or `socket`, not both (a supervised agent's socket \
                      lives in server.runtime_dir)",
@@ -329,21 +329,21 @@ pub(crate) fn routes(
         };
         if !valid_id(id) {
             return Err(ConfigError::invalid(
-                &key("id"),
+                key("id"),
                 quoted(id),
                 "route ids are 1 to 64 characters of a-z, 0-9, '-' and '_'",
             ));
         }
         if !ids.insert(id) {
             return Err(ConfigError::invalid(
-                &key("id"),
+                key("id"),
                 quoted(id),
                 "route id used twice",
             ));
         }
         if r.chain.is_empty() || r.chain.len() as u64 > limits::GROUPS_PER_ROUTE_MAX {
             return Err(ConfigError::invalid(
-                &key("chain"),
+                key("chain"),
                 format!("{:?}", r.chain),
                 format!(
                     "a chain has 1 to {} groups, e.g. [[\"auth\"], [\"waf\", \"ratelimit\"]]",
@@ -355,7 +355,7 @@ pub(crate) fn routes(
         for group in &r.chain {
             if group.is_empty() || group.len() as u64 > limits::AGENTS_PER_GROUP_MAX {
                 return Err(ConfigError::invalid(
-                    &key("chain"),
+                    key("chain"),
                     format!("{:?}", r.chain),
                     format!("a group has 1 to {} agents", limits::AGENTS_PER_GROUP_MAX),
                 ));
@@ -363,14 +363,14 @@ pub(crate) fn routes(
             for agent in group {
                 if !known.contains(agent.as_str()) {
                     return Err(ConfigError::invalid(
-                        &key("chain"),
+                        key("chain"),
                         quoted(agent),
                         "no such agent: define it in an [agents.<id>] table",
                     ));
                 }
                 if !seen.insert(agent.as_str()) {
                     return Err(ConfigError::invalid(
-                        &key("chain"),
+                        key("chain"),
                         quoted(agent),
                         "an agent appears twice in one route",
                     ));
