@@ -156,7 +156,7 @@ fail_mode = "open"
 #[test]
 fn agents_and_routes_parse() {
     use turnstile_config::{FailMode, Placement};
-    let cfg = Config::parse(TWO_AGENTS).unwrap();
+    let cfg = Config::parse(TWO_AGENTS).expect("valid config");
     assert_eq!(cfg.agents.len(), 2);
     let auth = &cfg.agents[0];
     assert_eq!(auth.id, "auth");
