@@ -81,13 +81,16 @@ pub(crate) fn write_error(
 /// Answers requests. Called by the front door for each request stream's first frame.
 pub trait RequestHandler {
     /// Handle `request`; either write the response to `sink` and return [`Reply::Ready`], or
-    /// return [`Reply::Pending`] and answer later with `FrontDoor::complete`.
+    /// return [`Reply::Pending`] and answer later with `FrontDoor::complete`. `payload` is the
+    /// request's Cap'n Proto message bytes (what `request` reads), for handlers that keep the
+    /// request beyond this call.
     fn on_request(
         &mut self,
         now: Instant,
         id: RequestId,
         info: &RequestInfo,
         request: request::Reader<'_>,
+        payload: &[u8],
         sink: &mut ResponseSink<'_>,
     ) -> Result<Reply, WireError>;
 
@@ -126,6 +129,7 @@ impl RequestHandler for BuiltinHandler {
         _id: RequestId,
         _info: &RequestInfo,
         request: request::Reader<'_>,
+        _payload: &[u8],
         sink: &mut ResponseSink<'_>,
     ) -> Result<Reply, WireError> {
         self.answered += 1;

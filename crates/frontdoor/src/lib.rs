@@ -821,7 +821,7 @@ fn answer_frame<H: RequestHandler>(
         }
         _ => {}
     }
-    match handler.on_request(now, rid, info, request, sink) {
+    match handler.on_request(now, rid, info, request, frame.payload, sink) {
         Ok(reply) => reply,
         Err(e) => {
             stats.requests_rejected += 1;

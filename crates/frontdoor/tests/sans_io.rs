@@ -129,6 +129,7 @@ impl RequestHandler for Parked {
         id: RequestId,
         _info: &RequestInfo,
         _request: request::Reader<'_>,
+        _payload: &[u8],
         _sink: &mut ResponseSink<'_>,
     ) -> Result<Reply, turnstile_wire::WireError> {
         self.pending.push(id);

@@ -1,0 +1,63 @@
+//! Owns the lifecycle of the agent processes turnstile starts itself (`command = [...]` in the
+//! configuration), and the runtime directory their sockets live in.
+//!
+//! An agent configured with `command` is started by the [`Supervisor`] in its own process
+//! group, restarted with exponential backoff (and jitter) when it dies, restarted at once when
+//! asked ([`SupervisorHandle::restart`], for an agent's `restartRequired`), and stopped (SIGTERM,
+//! a grace period, SIGKILL, for the whole group) on shutdown. An agent configured with `socket`
+//! is run by someone else; [`check_socket`] checks its socket file's owner and mode.
+//!
+//! This crate does not speak the agent protocol and is not on the request path: the supervisor
+//! runs on its own thread, never on a shard, and reports what happens as [`SupervisorEvent`]s.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+mod error;
+pub mod limits;
+mod process;
+mod runtime_dir;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::SupervisorError;
+pub use runtime_dir::{
+    RuntimeDir, check_socket, check_socket_path_len, current_uid, validate_agent_id,
+};
+pub use supervisor::{Supervisor, SupervisorEvent, SupervisorHandle};
+
+/// How to run one agent process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The agent's id (`[a-z0-9_-]{1,64}`).
+    pub agent_id: String,
+    /// Command and arguments; the literal `{socket}` in any of them is replaced by
+    /// [`ProcessSpec::socket`]. `argv[0]` is a path or a name looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// Environment variables set for the agent, on top of turnstile's own.
+    pub env: Vec<(String, String)>,
+    /// Where the agent creates its listening socket; it is ready once that file exists.
+    pub socket: PathBuf,
+    /// How long the agent gets to create its socket before it is stopped and restarted.
+    pub ready_timeout: Duration,
+    /// How long the agent gets between SIGTERM and SIGKILL when it is restarted on request or
+    /// for not becoming ready (and when stopped by dropping the handle).
+    pub stop_grace: Duration,
+}
+
+impl ProcessSpec {
+    /// A spec with no extra environment and the default ready timeout and stop grace
+    /// ([`limits::READY_TIMEOUT_MS_DEFAULT`], [`limits::STOP_GRACE_MS`]).
+    pub fn new(agent_id: impl Into<String>, argv: Vec<String>, socket: impl Into<PathBuf>) -> Self {
+        Self {
+            agent_id: agent_id.into(),
+            argv,
+            env: Vec::new(),
+            socket: socket.into(),
+            ready_timeout: Duration::from_millis(limits::READY_TIMEOUT_MS_DEFAULT),
+            stop_grace: Duration::from_millis(limits::STOP_GRACE_MS),
+        }
+    }
+}
