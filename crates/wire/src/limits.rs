@@ -28,6 +28,16 @@ pub const WRITER_SCRATCH_BYTES: usize = 64 * 1024;
 const _: () = assert!(FRAME_BYTES_MAX as usize > WRITER_SCRATCH_BYTES);
 const _: () = assert!(NESTING_DEPTH_MAX >= 8);
 
+/// Most values (fields and list elements) a full walk of a message of `payload_bytes` visits.
+///
+/// Lists of zero-sized elements (`Void`, empty structs) cost the traversal limit one word per
+/// element but occupy no bytes, so a few hundred bytes can declare millions of them. Every
+/// legitimate value of this schema takes at least a byte of payload in practice, so a walk that
+/// visits more values than four per payload word plus a constant is refused.
+pub const fn walk_values_max(payload_bytes: usize) -> u64 {
+    (payload_bytes as u64 / 8) * 4 + 1024
+}
+
 /// The reader options every decoder in turnstile uses.
 pub fn reader_options() -> capnp::message::ReaderOptions {
     let mut options = capnp::message::ReaderOptions::new();

@@ -36,6 +36,7 @@ impl Root for agent_to_proxy::Owned {
 pub struct Message<'a> {
     kind: FrameKind,
     reader: capnp::message::Reader<NoAllocSliceSegments<'a>>,
+    payload_bytes: usize,
 }
 
 impl<'a> Message<'a> {
@@ -56,13 +57,22 @@ impl<'a> Message<'a> {
         if !rest.is_empty() {
             return Err(WireError::TrailingBytes { extra: rest.len() });
         }
-        Ok(Message { kind, reader })
+        Ok(Message {
+            kind,
+            reader,
+            payload_bytes: payload.len(),
+        })
     }
 
     /// Parses `buf` as exactly one frame.
     pub fn from_frame_bytes(buf: &'a [u8]) -> Result<Self, WireError> {
         let frame = decode_frame(buf)?;
         Self::parse(frame.kind, frame.payload)
+    }
+
+    /// Size of the payload this message was parsed from.
+    pub fn payload_bytes(&self) -> usize {
+        self.payload_bytes
     }
 
     /// Which root this message holds.

@@ -29,20 +29,36 @@ impl Message<'_> {
             FrameKind::ProxyToAgent => self.root::<proxy_to_agent::Owned>()?.into(),
             FrameKind::AgentToProxy => self.root::<agent_to_proxy::Owned>()?.into(),
         };
-        let mut stats = WalkStats::default();
-        walk_value(root, &mut stats)?;
-        Ok(stats)
+        let mut walk = Walk {
+            stats: WalkStats::default(),
+            budget: crate::limits::walk_values_max(self.payload_bytes()),
+        };
+        walk_value(root, &mut walk)?;
+        Ok(walk.stats)
     }
 }
 
-fn walk_value(value: dynamic_value::Reader<'_>, stats: &mut WalkStats) -> Result<(), WireError> {
-    stats.values += 1;
+/// A walk in progress: what it saw, and how many values it may visit in all.
+struct Walk {
+    stats: WalkStats,
+    budget: u64,
+}
+
+fn walk_value(value: dynamic_value::Reader<'_>, walk: &mut Walk) -> Result<(), WireError> {
+    walk.stats.values += 1;
+    if walk.stats.values > walk.budget {
+        return Err(WireError::BadMessage(capnp::Error::failed(format!(
+            "message declares more than {} values, more than its size allows",
+            walk.budget
+        ))));
+    }
+    let stats = walk;
     match value {
         dynamic_value::Reader::Text(t) => {
-            stats.bytes += t.len() as u64;
+            stats.stats.bytes += t.len() as u64;
             t.to_str().map_err(|e| WireError::BadMessage(e.into()))?;
         }
-        dynamic_value::Reader::Data(d) => stats.bytes += d.len() as u64,
+        dynamic_value::Reader::Data(d) => stats.stats.bytes += d.len() as u64,
         dynamic_value::Reader::Struct(s) => walk_struct(s, stats)?,
         dynamic_value::Reader::List(l) => walk_list(l, stats)?,
         dynamic_value::Reader::Enum(e) => {
@@ -54,7 +70,7 @@ fn walk_value(value: dynamic_value::Reader<'_>, stats: &mut WalkStats) -> Result
     Ok(())
 }
 
-fn walk_struct(s: dynamic_struct::Reader<'_>, stats: &mut WalkStats) -> Result<(), WireError> {
+fn walk_struct(s: dynamic_struct::Reader<'_>, stats: &mut Walk) -> Result<(), WireError> {
     let schema = s.get_schema();
     for field in schema.get_non_union_fields()? {
         walk_value(s.get(field)?, stats)?;
@@ -71,7 +87,7 @@ fn walk_struct(s: dynamic_struct::Reader<'_>, stats: &mut WalkStats) -> Result<(
     Ok(())
 }
 
-fn walk_list(l: dynamic_list::Reader<'_>, stats: &mut WalkStats) -> Result<(), WireError> {
+fn walk_list(l: dynamic_list::Reader<'_>, stats: &mut Walk) -> Result<(), WireError> {
     for item in l.iter() {
         walk_value(item?, stats)?;
     }

@@ -246,3 +246,35 @@ fn owned_frames_split_without_copy() {
     let range = base as usize..base as usize + 2 * first_len;
     assert!(range.contains(&(e.as_ptr() as usize)));
 }
+
+#[test]
+fn walk_refuses_lists_of_zero_sized_values_beyond_the_payload_size() {
+    // A struct list whose elements have no data and no pointers costs no bytes per element, so a
+    // few hundred bytes can declare 100,000 of them: the walk must refuse, not visit them all.
+    let mut scratch = vec![0u8; WRITER_SCRATCH_BYTES];
+    let mut writer = FrameWriter::new(&mut scratch);
+    let mut out = Vec::new();
+    writer
+        .write::<response::Owned, _>(&mut out, |r| {
+            r.init_control_result().init_agents(1);
+            Ok(())
+        })
+        .unwrap();
+    assert!(Message::from_frame_bytes(&out).unwrap().walk().is_ok());
+    // AgentInfo is 2 data words and 3 pointers: find the composite list pointer and its tag.
+    let words: Vec<usize> = (FRAME_HEADER_BYTES + 8..out.len() - 8).step_by(8).collect();
+    let word = |at: usize| u64::from_le_bytes(out[at..at + 8].try_into().unwrap());
+    let list_ptr = (5u64 << 35) | (7 << 32) | 1;
+    let tag = ((2u64 | (3 << 16)) << 32) | (1 << 2);
+    let at = words
+        .into_iter()
+        .find(|&at| word(at) == list_ptr && word(at + 8) == tag)
+        .expect("list pointer and tag");
+    out[at..at + 8].copy_from_slice(&((7u64 << 32) | 1).to_le_bytes());
+    out[at + 8..at + 16].copy_from_slice(&(100_000u64 << 2).to_le_bytes());
+    let msg = Message::from_frame_bytes(&out).unwrap();
+    match msg.walk() {
+        Err(WireError::BadMessage(e)) => assert!(e.to_string().contains("more than"), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
