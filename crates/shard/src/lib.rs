@@ -10,7 +10,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod convert;
 pub mod limits;
+mod plane;
 mod spin;
 
 use std::net::{IpAddr, SocketAddr};
@@ -21,10 +23,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use quinn_proto::EcnCodepoint;
-use turnstile_frontdoor::{BuiltinHandler, FrontDoor, FrontDoorConfig, Steer, codes};
+use turnstile_frontdoor::{FrontDoor, FrontDoorConfig, Steer, codes};
 use turnstile_uring::{Completion, Ring, RingConfig, SetupMode, Waker};
 
 use limits::*;
+pub use plane::{AgentSetup, PlaneEvent, PlaneSpec};
 pub use spin::{Idle, SpinPolicy, Spinner};
 
 /// How to run one shard.
@@ -42,6 +45,10 @@ pub struct ShardSpec {
     pub ring_entries: u32,
     /// Use a kernel SQ polling thread.
     pub sqpoll: bool,
+    /// Agents and routes (empty: `decide` is answered by the built-in allow-all route).
+    pub plane: Arc<PlaneSpec>,
+    /// Where agent events for the rest of the process go (restart requests).
+    pub plane_events: Option<Sender<PlaneEvent>>,
 }
 
 /// What ended a shard, or kept it from starting.
@@ -64,6 +71,14 @@ pub enum ShardError {
         action: &'static str,
         /// Cause.
         source: std::io::Error,
+    },
+    /// The agent plane's configuration was refused by the dispatch.
+    #[error("shard {shard}: agent plane: {source}")]
+    Plane {
+        /// Shard index.
+        shard: u8,
+        /// Cause.
+        source: turnstile_dispatch::ConfigError,
     },
     /// The thread could not be started.
     #[error("shard {shard}: could not start its thread: {source}")]
@@ -263,7 +278,10 @@ fn run(
     );
 
     let mut front = FrontDoor::new(spec.front.clone(), server_config, reset_key);
-    let mut handler = BuiltinHandler::default();
+    let agents_configured = !spec.plane.routes.is_empty();
+    let mut handler = plane::Inbox::new(agents_configured);
+    let mut plane = plane::Plane::new(u16::from(shard), &spec.plane, spec.plane_events.clone())
+        .map_err(|source| ShardError::Plane { shard, source })?;
     let mut spinner = Spinner::new(spec.spin);
     let mut arena = BytesMut::with_capacity(RECV_ARENA_BYTES);
     let mut txbuf: Vec<u8> = Vec::with_capacity(TRANSMIT_BYTES_MAX);
@@ -335,10 +353,17 @@ fn run(
                     tracing::debug!(shard, error = %e, "udp receive error");
                 }
                 Completion::Timer | Completion::Wake => {}
-                Completion::UdsConnected { .. }
-                | Completion::UdsData { .. }
-                | Completion::UdsWritten { .. }
-                | Completion::UdsClosed { .. } => {}
+                Completion::UdsConnected { token, result } => {
+                    plane.on_connected(now, token, result, &mut ring)
+                }
+                Completion::UdsData { token, data } => plane.on_data(now, token, data),
+                Completion::UdsWritten { .. } => {}
+                Completion::UdsClosed { token, error } => {
+                    if let Some(e) = error {
+                        tracing::debug!(shard, error = %e, "agent connection closed");
+                    }
+                    plane.on_closed(now, token)
+                }
             }
         }
 
@@ -365,6 +390,7 @@ fn run(
         }
 
         front.handle_timeout(now, &mut handler);
+        plane.run(now, &mut front, &mut handler, &mut ring);
 
         if let Some(deadline) = drain_deadline
             && closed_at.is_none()
@@ -416,6 +442,9 @@ fn run(
             Idle::Sleep => {
                 report.sleeps += 1;
                 let mut deadline = front.poll_timeout();
+                if let Some(p) = plane.poll_timeout() {
+                    deadline = Some(deadline.map_or(p, |d| d.min(p)));
+                }
                 if closed_at.is_some() || drain_deadline.is_some() {
                     // Wake up regularly while shutting down to check the deadlines.
                     let tick = now + Duration::from_millis(10);

@@ -19,3 +19,10 @@ pub const SPIN_US_MAX: u32 = 100_000;
 
 /// After the drain deadline, how long closing connections get to flush their CONNECTION_CLOSE.
 pub const CLOSE_FLUSH_MS: u64 = 200;
+
+/// Header names of one request looked at for agents' interest predicates; headers beyond it are
+/// not considered (a required header past this point counts as absent).
+pub const HEADERS_VIEWED_MAX: usize = 128;
+
+/// Request payload buffers kept for reuse.
+pub const PAYLOAD_BUFFERS_POOLED_MAX: usize = 4096;

@@ -2,10 +2,12 @@
 //! graceful shutdown. It wires the crates together and holds no protocol logic of its own.
 #![forbid(unsafe_code)]
 
+mod agents;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use turnstile_config::{Config, SpinPolicy};
@@ -111,6 +113,7 @@ fn run(config: &Config, probe: &turnstile_uring::ProbeReport) -> Result<(), Stri
     let reset_key: Arc<dyn quinn_proto::crypto::HmacKey> =
         Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret));
 
+    let agents = agents::start(config)?;
     let shards = config.server.shard_count();
     let cores = core_ids(config, shards);
     let spin = match config.shard.spin {
@@ -134,6 +137,8 @@ fn run(config: &Config, probe: &turnstile_uring::ProbeReport) -> Result<(), Stri
             spin,
             ring_entries: config.shard.ring_entries,
             sqpoll: config.shard.sqpoll,
+            plane: agents.plane.clone(),
+            plane_events: agents.events.clone(),
         })
         .collect();
 
@@ -194,6 +199,9 @@ fn run(config: &Config, probe: &turnstile_uring::ProbeReport) -> Result<(), Stri
             ),
             Err(e) => failed = Some(e.to_string()),
         }
+    }
+    if let Some(s) = &agents.supervisor {
+        s.stop_all(Duration::from_secs(2));
     }
     match failed {
         Some(e) => Err(e),

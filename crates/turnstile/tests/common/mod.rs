@@ -174,6 +174,119 @@ pub fn echo(correlation_id: u64, payload: &[u8]) -> Vec<u8> {
     })
 }
 
+/// The path of an example agent binary, building the agents first when they are missing (a
+/// plain `cargo test -p turnstile` does not build another package's binaries).
+pub fn agent_binary(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_turnstile"))
+        .parent()
+        .expect("binary directory")
+        .to_path_buf();
+    let path = dir.join(format!("turnstile-agent-{name}"));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "turnstile-agents", "--bins"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the example agents failed");
+    }
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}
+
+/// The verdict of a decision: ("allow" | "block:<status>" | "redirect:<location>", rule ids,
+/// timings as (agent, outcome)).
+pub fn decision(bytes: &[u8]) -> (String, Vec<String>, Vec<(String, String)>) {
+    use turnstile_wire::turnstile_capnp::verdict;
+    let msg = Message::from_frame_bytes(bytes).expect("one response frame");
+    let r = msg.root::<response::Owned>().expect("response root");
+    let d = match r.which().expect("member") {
+        response::Decision(d) => d.expect("decision"),
+        response::Error(e) => {
+            let e = e.expect("error");
+            panic!(
+                "error response {:?}: {}",
+                e.get_code(),
+                e.get_message().unwrap().to_str().unwrap()
+            )
+        }
+        _ => panic!("not a decision"),
+    };
+    let v = match d.get_verdict().unwrap().which().unwrap() {
+        verdict::Allow(()) => "allow".to_string(),
+        verdict::Block(b) => format!("block:{}", b.unwrap().get_status()),
+        verdict::Redirect(rd) => format!(
+            "redirect:{}",
+            rd.unwrap().get_location().unwrap().to_str().unwrap()
+        ),
+    };
+    let audit = d.get_audit().unwrap();
+    let rules = audit
+        .get_rule_ids()
+        .unwrap()
+        .iter()
+        .map(|t| t.unwrap().to_string().unwrap())
+        .collect();
+    let timings = d
+        .get_timings()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t.get_agent_id().unwrap().to_string().unwrap(),
+                format!("{:?}", t.get_outcome().unwrap()),
+            )
+        })
+        .collect();
+    (v, rules, timings)
+}
+
+/// The audit tags of a decision.
+pub fn audit_tags(bytes: &[u8]) -> Vec<String> {
+    let msg = Message::from_frame_bytes(bytes).expect("one response frame");
+    let r = msg.root::<response::Owned>().expect("response root");
+    let response::Decision(d) = r.which().expect("member") else {
+        panic!("not a decision")
+    };
+    d.unwrap()
+        .get_audit()
+        .unwrap()
+        .get_tags()
+        .unwrap()
+        .iter()
+        .map(|t| t.unwrap().to_string().unwrap())
+        .collect()
+}
+
+/// A `decide` request-phase frame.
+pub fn decide(
+    route: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
+    request_frame(|mut r| {
+        r.set_correlation_id(11);
+        let mut d = r.init_decide();
+        d.set_route_id(route);
+        let mut req = d.init_phase().init_request().init_request();
+        req.set_method(method);
+        req.set_path(path);
+        req.set_query(query);
+        req.set_authority("example.com");
+        req.set_client_address("203.0.113.9:40000");
+        let mut hs = req.init_headers(headers.len() as u32);
+        for (i, (n, v)) in headers.iter().enumerate() {
+            let mut h = hs.reborrow().get(i as u32);
+            h.set_name(n.as_bytes());
+            h.set_value(v.as_bytes());
+        }
+    })
+}
+
 /// What came back, summarised for assertions.
 #[derive(Debug, PartialEq)]
 pub enum Reply {

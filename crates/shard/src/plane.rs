@@ -1,0 +1,797 @@
+//! The agent plane of one shard: requests from the front door go through the sans-IO dispatch,
+//! whose calls travel over this shard's own agent connections (on its own ring), and whose
+//! outcomes go back to the front door as `Decision`s. Everything here belongs to one thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use turnstile_agentlink::{CancelWhy, Link, LinkEvent, Pool};
+use turnstile_dispatch::{
+    Action, AgentIndex, AgentReply, AgentSpec, CallFailure, CallId, CancelReason, Dispatch,
+    EventKind, Interest, RequestKey, RequestView, RouteSpec,
+};
+use turnstile_frontdoor::{
+    FrontDoor, Reply, RequestHandler, RequestId, RequestInfo, ResponseSink, builtin_answer,
+};
+use turnstile_uring::{Ring, Token};
+use turnstile_wire::turnstile_capnp::{self as s, ErrorCode, decide, request};
+use turnstile_wire::{FrameKind, FrameWriter, Message, WireError};
+
+use crate::convert;
+use crate::limits::{HEADERS_VIEWED_MAX, PAYLOAD_BUFFERS_POOLED_MAX};
+
+/// How one shard reaches one agent.
+#[derive(Debug, Clone)]
+pub struct AgentSetup {
+    /// Agent id (as in the configuration and the routes).
+    pub id: String,
+    /// Its Unix socket.
+    pub socket: PathBuf,
+    /// The uid its socket must belong to (checked with SO_PEERCRED).
+    pub peer_uid: u32,
+    /// Connections per shard.
+    pub connections: usize,
+    /// Agent-specific configuration pushed with `configure`.
+    pub config: Vec<u8>,
+}
+
+/// The agent plane's configuration, shared by every shard.
+#[derive(Debug, Clone, Default)]
+pub struct PlaneSpec {
+    /// Agents, in the same order as `policies`.
+    pub agents: Vec<AgentSetup>,
+    /// Dispatch policy per agent.
+    pub policies: Vec<AgentSpec>,
+    /// Routes.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// What a shard tells the rest of the process about agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaneEvent {
+    /// The agent asked to be restarted (config update `restartRequired`).
+    RestartRequired {
+        /// Agent id.
+        agent_id: String,
+    },
+}
+
+/// The front door's handler on a shard with agents: `decide` requests are queued for the
+/// dispatch (their payload copied into a pooled buffer), everything else is answered at once.
+pub(crate) struct Inbox {
+    agents: bool,
+    queued: Vec<(RequestId, Vec<u8>)>,
+    cancelled: Vec<RequestId>,
+    free: Vec<Vec<u8>>,
+}
+
+impl Inbox {
+    pub(crate) fn new(agents: bool) -> Self {
+        Inbox {
+            agents,
+            queued: Vec::with_capacity(256),
+            cancelled: Vec::with_capacity(256),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl RequestHandler for Inbox {
+    fn on_request(
+        &mut self,
+        _now: Instant,
+        id: RequestId,
+        _info: &RequestInfo,
+        request: request::Reader<'_>,
+        payload: &[u8],
+        sink: &mut ResponseSink<'_>,
+    ) -> Result<Reply, WireError> {
+        if self.agents && matches!(request.which(), Ok(request::Decide(_))) {
+            let mut buf = self.free.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(payload);
+            self.queued.push((id, buf));
+            return Ok(Reply::Pending);
+        }
+        builtin_answer(request, sink)?;
+        Ok(Reply::Ready)
+    }
+
+    fn on_cancel(&mut self, _now: Instant, id: RequestId) {
+        self.cancelled.push(id);
+    }
+}
+
+struct Pending {
+    front: RequestId,
+    payload: Vec<u8>,
+    correlation_id: u64,
+}
+
+struct AgentRt {
+    setup: AgentSetup,
+    pool: Pool,
+    caps_known: bool,
+    subscribes_request_body: bool,
+    subscribes_response_body: bool,
+    max_body_bytes: u64,
+    generation: u64,
+}
+
+/// See the module docs.
+pub(crate) struct Plane {
+    shard: u16,
+    dispatch: Dispatch,
+    agents: Vec<AgentRt>,
+    tokens: HashMap<Token, (u16, u16)>,
+    slot_tokens: Vec<Vec<Option<Token>>>,
+    requests: Vec<Option<Pending>>,
+    free_keys: Vec<u32>,
+    by_front: HashMap<RequestId, u32>,
+    calls: HashMap<u64, (u16, u16, u64)>,
+    dirty: Vec<(u16, u16)>,
+    closing: Vec<Token>,
+    writer: FrameWriter<'static>,
+    reply: AgentReply,
+    events: Option<Sender<PlaneEvent>>,
+    /// Agent connections closed for a protocol error or a wrong peer uid.
+    pub(crate) links_failed: u64,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Plane {
+    pub(crate) fn new(
+        shard: u16,
+        spec: &PlaneSpec,
+        events: Option<Sender<PlaneEvent>>,
+    ) -> Result<Plane, turnstile_dispatch::ConfigError> {
+        assert_eq!(
+            spec.agents.len(),
+            spec.policies.len(),
+            "one policy per agent"
+        );
+        let dispatch = Dispatch::new(spec.policies.clone(), spec.routes.clone())?;
+        let agents: Vec<AgentRt> = spec
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| AgentRt {
+                setup: a.clone(),
+                pool: Pool::new(
+                    a.connections
+                        .clamp(1, turnstile_agentlink::limits::LINKS_PER_POOL_MAX),
+                    (u64::from(shard) << 32) | i as u64,
+                ),
+                caps_known: false,
+                subscribes_request_body: false,
+                subscribes_response_body: false,
+                max_body_bytes: 0,
+                generation: 1,
+            })
+            .collect();
+        let slot_tokens = agents.iter().map(|a| vec![None; a.pool.len()]).collect();
+        Ok(Plane {
+            shard,
+            dispatch,
+            agents,
+            tokens: HashMap::with_capacity(256),
+            slot_tokens,
+            requests: Vec::new(),
+            free_keys: Vec::new(),
+            by_front: HashMap::with_capacity(1024),
+            calls: HashMap::with_capacity(1024),
+            dirty: Vec::with_capacity(64),
+            closing: Vec::new(),
+            writer: FrameWriter::with_static_scratch(),
+            reply: AgentReply::default(),
+            events,
+            links_failed: 0,
+        })
+    }
+
+    /// The earliest instant the plane has timed work (call deadlines, reconnects, handshakes).
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self.dispatch.poll_timeout();
+        for a in &self.agents {
+            if let Some(t) = a.pool.poll_timeout() {
+                at = Some(at.map_or(t, |x| x.min(t)));
+            }
+        }
+        at
+    }
+
+    /// A connect finished.
+    pub(crate) fn on_connected(
+        &mut self,
+        now: Instant,
+        token: Token,
+        result: std::io::Result<()>,
+        ring: &mut Ring,
+    ) {
+        let Some(&(a, slot)) = self.tokens.get(&token) else {
+            return;
+        };
+        if let Err(e) = result {
+            tracing::debug!(shard = self.shard, agent = %self.agents[a as usize].setup.id, error = %e, "agent connect failed");
+            self.tokens.remove(&token);
+            self.slot_tokens[a as usize][slot as usize] = None;
+            self.detach(now, a, slot, CallFailure::Transport);
+            return;
+        }
+        let expected = self.agents[a as usize].setup.peer_uid;
+        match ring.uds_peer_cred(token) {
+            Ok((_, uid, _)) if uid == expected => {}
+            Ok((pid, uid, _)) => {
+                tracing::error!(
+                    shard = self.shard,
+                    agent = %self.agents[a as usize].setup.id,
+                    pid, uid, expected,
+                    "agent socket belongs to the wrong user: refusing it"
+                );
+                self.links_failed += 1;
+                let _ = ring.uds_close(token);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.shard, error = %e, "cannot read agent peer credentials");
+                let _ = ring.uds_close(token);
+                return;
+            }
+        }
+        if let Err(e) = ring.uds_read(token) {
+            tracing::warn!(shard = self.shard, error = %e, "cannot read from agent");
+            let _ = ring.uds_close(token);
+        }
+    }
+
+    /// Bytes arrived from an agent.
+    pub(crate) fn on_data(&mut self, now: Instant, token: Token, data: &[u8]) {
+        let Some(&(a, slot)) = self.tokens.get(&token) else {
+            return;
+        };
+        let ai = a as usize;
+        let agent_index = AgentIndex(a);
+        let rt = &mut self.agents[ai];
+        let agent_id = &rt.setup.id;
+        let Some(link) = rt.pool.link(slot as usize) else {
+            return;
+        };
+        let mut ready = false;
+        let mut flow: Option<bool> = None;
+        let mut restart = false;
+        let dispatch = &mut self.dispatch;
+        let reply = &mut self.reply;
+        let shard = self.shard;
+        let result = link.handle_data(data, &mut self.writer, |event| match event {
+            LinkEvent::Ready => ready = true,
+            LinkEvent::Reply { user, response, .. } => {
+                let call = CallId::from_u64(user);
+                match convert::read_reply(response, reply) {
+                    Ok(()) => dispatch.handle_reply(now, call, reply),
+                    Err(e) => {
+                        tracing::debug!(shard, agent = %agent_id, error = %e, "agent sent an invalid response");
+                        dispatch.handle_call_failed(now, call, CallFailure::Garbage);
+                    }
+                }
+            }
+            LinkEvent::Health(h) => match convert::read_health(h) {
+                Ok(health) => dispatch.handle_health(now, agent_index, health),
+                Err(e) => tracing::debug!(shard, agent = %agent_id, error = %e, "bad health report"),
+            },
+            LinkEvent::Flow { user: None, pause: Some(p), .. } => flow = Some(p),
+            LinkEvent::Flow { .. } => {}
+            LinkEvent::Metrics(_) => {}
+            LinkEvent::ConfigUpdate(u) => {
+                if let Ok(s::config_update_request::update::RestartRequired(_)) =
+                    u.get_update().which()
+                {
+                    restart = true;
+                }
+                if let Ok(s::config_update_request::update::ConfigError(e)) = u.get_update().which()
+                    && let Ok(e) = e
+                {
+                    tracing::warn!(shard, agent = %agent_id, error = ?e.get_error().ok().and_then(|t| t.to_str().ok()), "agent refused its configuration");
+                }
+            }
+            LinkEvent::Log(l) => {
+                if let Ok(m) = l.get_message() {
+                    tracing::info!(target: "turnstile::agent", agent = %agent_id, "{}", m.to_str().unwrap_or("(not UTF-8)"));
+                }
+            }
+        });
+        self.mark_dirty(a, slot);
+        if let Err(e) = result {
+            tracing::warn!(shard = self.shard, agent = %self.agents[ai].setup.id, error = %e, "closing agent connection");
+            self.links_failed += 1;
+            self.close_slot(now, a, slot, CallFailure::Garbage);
+            return;
+        }
+        if ready {
+            self.agents[ai].pool.mark_ready(slot as usize);
+            self.learn_capabilities(a, slot);
+        }
+        if let Some(paused) = flow {
+            let any_open = self.agents[ai].pool.pick().is_some();
+            if paused && !any_open {
+                self.dispatch.handle_flow(now, agent_index, true);
+            } else if !paused {
+                self.dispatch.handle_flow(now, agent_index, false);
+            }
+        }
+        if restart && let Some(tx) = &self.events {
+            let _ = tx.try_send(PlaneEvent::RestartRequired {
+                agent_id: self.agents[ai].setup.id.clone(),
+            });
+        }
+    }
+
+    /// An agent connection closed (by the agent, an error, or us).
+    pub(crate) fn on_closed(&mut self, now: Instant, token: Token) {
+        let Some((a, slot)) = self.tokens.remove(&token) else {
+            return;
+        };
+        self.slot_tokens[a as usize][slot as usize] = None;
+        self.detach(now, a, slot, CallFailure::Transport);
+    }
+
+    fn learn_capabilities(&mut self, a: u16, slot: u16) {
+        let rt = &mut self.agents[a as usize];
+        let Some(caps) = rt
+            .pool
+            .link(slot as usize)
+            .and_then(|l| l.capabilities())
+            .cloned()
+        else {
+            return;
+        };
+        if rt.caps_known {
+            return;
+        }
+        rt.caps_known = true;
+        rt.subscribes_request_body = caps.events.contains(s::EventType::RequestBody);
+        rt.subscribes_response_body = caps.events.contains(s::EventType::ResponseBody);
+        rt.max_body_bytes = caps.max_body_bytes;
+        let mut events = Vec::new();
+        for (e, k) in [
+            (s::EventType::RequestHeaders, EventKind::RequestHeaders),
+            (s::EventType::RequestBody, EventKind::RequestBody),
+            (s::EventType::ResponseHeaders, EventKind::ResponseHeaders),
+            (s::EventType::ResponseBody, EventKind::ResponseBody),
+            (s::EventType::WebsocketFrame, EventKind::WebsocketFrame),
+            (s::EventType::GuardrailInspect, EventKind::GuardrailInspect),
+            (s::EventType::RequestComplete, EventKind::RequestComplete),
+        ] {
+            if caps.events.contains(e) {
+                events.push(k);
+            }
+        }
+        let interest = Interest {
+            events,
+            path_prefixes: caps.interest.path_prefixes.clone(),
+            methods: caps.interest.methods.clone(),
+            required_headers: caps
+                .interest
+                .required_headers
+                .iter()
+                .map(|h| bytes::Bytes::copy_from_slice(h))
+                .collect(),
+        };
+        if let Err(e) = self.dispatch.set_interest(AgentIndex(a), interest) {
+            tracing::warn!(shard = self.shard, agent = %rt.setup.id, error = %e, "agent declared an interest turnstile cannot use; it gets every request");
+        }
+    }
+
+    fn mark_dirty(&mut self, a: u16, slot: u16) {
+        if !self.dirty.contains(&(a, slot)) {
+            self.dirty.push((a, slot));
+        }
+    }
+
+    fn close_slot(&mut self, now: Instant, a: u16, slot: u16, why: CallFailure) {
+        if let Some(token) = self.slot_tokens[a as usize][slot as usize] {
+            // The ring reports UdsClosed later; the calls fail now.
+            self.tokens.remove(&token);
+            self.slot_tokens[a as usize][slot as usize] = None;
+            self.closing.push(token);
+        }
+        self.detach(now, a, slot, why);
+    }
+
+    fn detach(&mut self, now: Instant, a: u16, slot: u16, why: CallFailure) {
+        let failed = self.agents[a as usize].pool.detach(now, slot as usize);
+        for user in failed {
+            self.calls.remove(&user);
+            self.dispatch
+                .handle_call_failed(now, CallId::from_u64(user), why);
+        }
+    }
+
+    /// Runs everything that is due: new and cancelled requests, connects, timers, dispatch
+    /// actions, and writes to agent connections.
+    pub(crate) fn run(
+        &mut self,
+        now: Instant,
+        front: &mut FrontDoor,
+        inbox: &mut Inbox,
+        ring: &mut Ring,
+    ) {
+        for token in self.closing.drain(..) {
+            let _ = ring.uds_close(token);
+        }
+        while let Some((front_id, payload)) = inbox.queued.pop() {
+            self.start(now, front_id, payload, front, inbox);
+        }
+        while let Some(id) = inbox.cancelled.pop() {
+            if let Some(key) = self.by_front.remove(&id) {
+                self.dispatch.handle_cancel(now, RequestKey(key));
+                if let Some(p) = self.requests[key as usize].take() {
+                    self.free_keys.push(key);
+                    recycle(inbox, p.payload);
+                }
+            }
+        }
+        self.connect(now, ring);
+        for (ai, rt) in self.agents.iter_mut().enumerate() {
+            for slot in 0..rt.pool.len() {
+                if let Some(link) = rt.pool.link(slot)
+                    && link.handle_timeout(now).is_err()
+                {
+                    tracing::warn!(shard = self.shard, agent = %rt.setup.id, "agent did not answer the handshake in time");
+                    if let Some(token) = self.slot_tokens[ai][slot] {
+                        self.closing.push(token);
+                    }
+                }
+            }
+        }
+        if self.dispatch.poll_timeout().is_some_and(|t| t <= now) {
+            self.dispatch.handle_timeout(now);
+        }
+        self.actions(now, front, inbox);
+        self.flush(ring);
+        for token in self.closing.drain(..) {
+            let _ = ring.uds_close(token);
+        }
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        front_id: RequestId,
+        payload: Vec<u8>,
+        front: &mut FrontDoor,
+        inbox: &mut Inbox,
+    ) {
+        let key = match self.free_keys.pop() {
+            Some(k) => k,
+            None if self.requests.len() < turnstile_dispatch::limits::REQUESTS_IN_FLIGHT_MAX => {
+                self.requests.push(None);
+                (self.requests.len() - 1) as u32
+            }
+            None => {
+                fail(
+                    now,
+                    front,
+                    inbox,
+                    front_id,
+                    0,
+                    ErrorCode::Overloaded,
+                    "too many requests in flight on this shard",
+                );
+                recycle(inbox, payload);
+                return;
+            }
+        };
+        let result =
+            (|| -> Result<(u64, Result<(), turnstile_dispatch::DispatchError>), WireError> {
+                let msg = Message::parse(FrameKind::Request, &payload)?;
+                let req = msg.root::<turnstile_wire::request::Owned>()?;
+                let cid = req.get_correlation_id();
+                let request::Decide(d) = req.which()? else {
+                    return Err(WireError::BadMessage(capnp::Error::failed(
+                        "not a decide".into(),
+                    )));
+                };
+                let d = d?;
+                let route = d
+                    .get_route_id()?
+                    .to_str()
+                    .map_err(|e| WireError::BadMessage(e.into()))?;
+                let route = if route.is_empty() { "default" } else { route };
+                let phase = d.get_phase();
+                let event = convert::event_kind(phase)?;
+                let mut names: [&[u8]; HEADERS_VIEWED_MAX] = [&[]; HEADERS_VIEWED_MAX];
+                let mut n = 0;
+                let (mut method, mut path, mut has_body) = ("", "", false);
+                let http = match phase.which()? {
+                    decide::phase::Request(r) => Some(r?.get_request()?),
+                    decide::phase::Response(r) => Some(r?.get_request()?),
+                    _ => None,
+                };
+                if let Some(h) = http {
+                    method = h.get_method()?.to_str().unwrap_or("");
+                    path = h.get_path()?.to_str().unwrap_or("");
+                    for header in h.get_headers()?.iter() {
+                        if n < HEADERS_VIEWED_MAX {
+                            names[n] = header.get_name()?;
+                            n += 1;
+                        }
+                    }
+                }
+                if convert::inline_body(phase)?.is_some() {
+                    has_body = true;
+                }
+                let view = RequestView {
+                    event,
+                    method,
+                    path,
+                    header_names: &names[..n],
+                    has_body,
+                };
+                Ok((
+                    cid,
+                    self.dispatch
+                        .handle_request(now, RequestKey(key), route, &view),
+                ))
+            })();
+        match result {
+            Ok((cid, Ok(()))) => {
+                self.requests[key as usize] = Some(Pending {
+                    front: front_id,
+                    payload,
+                    correlation_id: cid,
+                });
+                self.by_front.insert(front_id, key);
+            }
+            Ok((cid, Err(e))) => {
+                self.free_keys.push(key);
+                let code = match e {
+                    turnstile_dispatch::DispatchError::UnknownRoute => ErrorCode::UnknownRoute,
+                    _ => ErrorCode::Overloaded,
+                };
+                fail(now, front, inbox, front_id, cid, code, &e.to_string());
+                recycle(inbox, payload);
+            }
+            Err(e) => {
+                self.free_keys.push(key);
+                fail(
+                    now,
+                    front,
+                    inbox,
+                    front_id,
+                    0,
+                    ErrorCode::BadRequest,
+                    &e.to_string(),
+                );
+                recycle(inbox, payload);
+            }
+        }
+    }
+
+    fn connect(&mut self, now: Instant, ring: &mut Ring) {
+        for (ai, rt) in self.agents.iter_mut().enumerate() {
+            while let Some(slot) = rt.pool.poll_connect(now) {
+                match ring.uds_connect(&rt.setup.socket) {
+                    Ok(token) => {
+                        let link = Link::new(
+                            now,
+                            &rt.setup.id,
+                            self.shard,
+                            &rt.setup.config,
+                            rt.generation,
+                            &mut self.writer,
+                        );
+                        rt.pool.attach(slot, link);
+                        self.tokens.insert(token, (ai as u16, slot as u16));
+                        self.slot_tokens[ai][slot] = Some(token);
+                        if !self.dirty.contains(&(ai as u16, slot as u16)) {
+                            self.dirty.push((ai as u16, slot as u16));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(shard = self.shard, agent = %rt.setup.id, error = %e, "cannot start agent connect");
+                        // Count it as a failed connection so the backoff applies.
+                        rt.pool.attach(
+                            slot,
+                            Link::new(now, &rt.setup.id, self.shard, b"", 0, &mut self.writer),
+                        );
+                        let _ = rt.pool.detach(now, slot);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn actions(&mut self, now: Instant, front: &mut FrontDoor, inbox: &mut Inbox) {
+        while let Some(action) = self.dispatch.poll_action() {
+            match action {
+                Action::Call {
+                    call,
+                    req,
+                    agent,
+                    deadline,
+                } => self.call(now, call, req, agent, deadline),
+                Action::Cancel {
+                    call,
+                    agent,
+                    reason,
+                } => {
+                    let Some((a, slot, cid)) = self.calls.remove(&call.to_u64()) else {
+                        continue;
+                    };
+                    let winner;
+                    let why = match reason {
+                        CancelReason::ClientDisconnect => CancelWhy::ClientDisconnect,
+                        CancelReason::Timeout => CancelWhy::Timeout,
+                        CancelReason::BlockedByAgent { agent } => {
+                            winner = self.dispatch.agent_id(agent).to_owned();
+                            CancelWhy::BlockedByAgent(&winner)
+                        }
+                    };
+                    let _ = agent;
+                    if let Some(link) = self.agents[a as usize].pool.link(slot as usize) {
+                        link.cancel(cid, why, unix_ms(), &mut self.writer);
+                        self.mark_dirty(a, slot);
+                    }
+                }
+                Action::Done { req, outcome } => {
+                    let Some(p) = self.requests[req.0 as usize].take() else {
+                        self.dispatch.recycle(outcome);
+                        continue;
+                    };
+                    self.free_keys.push(req.0);
+                    self.by_front.remove(&p.front);
+                    let dispatch = &self.dispatch;
+                    let name = |i: AgentIndex| dispatch.agent_id(i).to_owned();
+                    front.complete(
+                        now,
+                        p.front,
+                        |r| {
+                            convert::write_decision(r, p.correlation_id, &outcome, &name);
+                            Ok(())
+                        },
+                        inbox,
+                    );
+                    self.dispatch.recycle(outcome);
+                    recycle(inbox, p.payload);
+                }
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        req: RequestKey,
+        agent: AgentIndex,
+        deadline: Instant,
+    ) {
+        let a = agent.0;
+        let rt = &mut self.agents[a as usize];
+        let Some(slot) = rt.pool.pick() else {
+            self.dispatch
+                .handle_call_failed(now, call, CallFailure::AgentGone);
+            return;
+        };
+        let Some(p) = self.requests.get(req.0 as usize).and_then(Option::as_ref) else {
+            self.dispatch
+                .handle_call_failed(now, call, CallFailure::Transport);
+            return;
+        };
+        let (want_req_body, want_resp_body, max_body) = (
+            rt.subscribes_request_body,
+            rt.subscribes_response_body,
+            rt.max_body_bytes,
+        );
+        let Some(link) = rt.pool.link(slot) else {
+            self.dispatch
+                .handle_call_failed(now, call, CallFailure::AgentGone);
+            return;
+        };
+        let writer = &mut self.writer;
+        let result = (|| -> Result<u64, turnstile_agentlink::LinkError> {
+            let msg = Message::parse(FrameKind::Request, &p.payload)?;
+            let root = msg.root::<turnstile_wire::request::Owned>()?;
+            let request::Decide(d) = root.which()? else {
+                return Err(turnstile_agentlink::LinkError::Protocol(
+                    "not a decide".into(),
+                ));
+            };
+            let d = d?;
+            let phase = d.get_phase();
+            let meta = convert::Meta {
+                request_id: d.get_request_id()?,
+                route_id: d.get_route_id()?.to_str().unwrap_or(""),
+                timestamp_ms: unix_ms(),
+                deadline_ms: deadline.saturating_duration_since(now).as_millis() as u32,
+            };
+            let cid = link.start_call(call.to_u64(), writer, |m| {
+                convert::write_event(m, phase, &meta)
+            })?;
+            if let Some(body) = convert::inline_body(phase)? {
+                let response_side = matches!(phase.which()?, decide::phase::Response(_));
+                let wants = if response_side {
+                    want_resp_body
+                } else {
+                    want_req_body
+                };
+                if wants && max_body > 0 {
+                    link.send_on_call(cid, writer, |m| {
+                        convert::write_body_chunk(m, response_side, body, max_body)
+                    })?;
+                }
+            }
+            Ok(cid)
+        })();
+        match result {
+            Ok(cid) => {
+                self.calls.insert(call.to_u64(), (a, slot as u16, cid));
+                self.mark_dirty(a, slot as u16);
+            }
+            Err(e) => {
+                tracing::debug!(shard = self.shard, error = %e, "cannot start agent call");
+                self.dispatch
+                    .handle_call_failed(now, call, CallFailure::Transport);
+            }
+        }
+    }
+
+    fn flush(&mut self, ring: &mut Ring) {
+        for (a, slot) in self.dirty.drain(..) {
+            let Some(token) = self.slot_tokens[a as usize][slot as usize] else {
+                continue;
+            };
+            let Some(link) = self.agents[a as usize].pool.link(slot as usize) else {
+                continue;
+            };
+            let n = link.output().len();
+            if n == 0 {
+                continue;
+            }
+            match ring.uds_write(token, link.output()) {
+                Ok(()) => link.consume_output(n),
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, error = %e, "agent write queue refused bytes; closing the connection");
+                    self.closing.push(token);
+                }
+            }
+        }
+    }
+}
+
+fn recycle(inbox: &mut Inbox, buf: Vec<u8>) {
+    if inbox.free.len() < PAYLOAD_BUFFERS_POOLED_MAX {
+        inbox.free.push(buf);
+    }
+}
+
+fn fail(
+    now: Instant,
+    front: &mut FrontDoor,
+    inbox: &mut Inbox,
+    id: RequestId,
+    correlation_id: u64,
+    code: ErrorCode,
+    message: &str,
+) {
+    front.complete(
+        now,
+        id,
+        |mut r| {
+            r.set_correlation_id(correlation_id);
+            let mut e = r.init_error();
+            e.set_code(code);
+            e.set_message(message);
+            Ok(())
+        },
+        inbox,
+    );
+}

@@ -1,0 +1,221 @@
+//! Turns the `[agents]` and `[[routes]]` configuration into what the shards need (the plane
+//! spec), and starts the agents turnstile supervises.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use turnstile_config::{Config, FailMode, Placement};
+use turnstile_dispatch::{AgentSpec, BreakerSpec, RouteSpec};
+use turnstile_shard::{AgentSetup, PlaneEvent, PlaneSpec};
+use turnstile_supervisor::{
+    ProcessSpec, RuntimeDir, Supervisor, SupervisorEvent, SupervisorHandle,
+};
+
+/// How long start-up waits for supervised agents to create their sockets. Shards connect with
+/// backoff anyway; waiting only spares the first requests a fail mode.
+const AGENTS_READY_WAIT_MS: u64 = 10_000;
+
+/// What `serve` keeps while running.
+pub struct Agents {
+    /// The shards' view of agents and routes.
+    pub plane: Arc<PlaneSpec>,
+    /// Running supervised agents (stopped on shutdown).
+    pub supervisor: Option<Arc<SupervisorHandle>>,
+    /// Where shards report agent events.
+    pub events: Option<crossbeam_channel::Sender<PlaneEvent>>,
+}
+
+/// A bare program name found next to the turnstile binary wins over `PATH`: `make run` builds
+/// the example agents into the same directory.
+fn resolve_program(argv: &[String]) -> Vec<String> {
+    let mut argv = argv.to_vec();
+    if let Some(first) = argv.first_mut()
+        && !first.contains('/')
+        && let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let candidate = dir.join(first.as_str());
+        if candidate.is_file() {
+            *first = candidate.display().to_string();
+        }
+    }
+    argv
+}
+
+fn dispatch_fail_mode(mode: FailMode) -> (turnstile_dispatch::FailMode, u16) {
+    match mode {
+        FailMode::Open => (turnstile_dispatch::FailMode::Open, 503),
+        FailMode::Closed { status } => (turnstile_dispatch::FailMode::Closed, status),
+    }
+}
+
+/// Builds the plane spec and starts supervised agents (waiting, bounded, for their sockets).
+pub fn start(config: &Config) -> Result<Agents, String> {
+    if config.agents.is_empty() {
+        return Ok(Agents {
+            plane: Arc::new(PlaneSpec::default()),
+            supervisor: None,
+            events: None,
+        });
+    }
+    let uid = turnstile_supervisor::current_uid().map_err(|e| e.to_string())?;
+    let needs_runtime_dir = config
+        .agents
+        .iter()
+        .any(|a| matches!(a.placement, Placement::Supervised { .. }));
+    let runtime = if needs_runtime_dir {
+        Some(
+            match &config.server.runtime_dir {
+                Some(p) => RuntimeDir::open(p.clone()),
+                None => RuntimeDir::open_default(),
+            }
+            .map_err(|e| format!("agent runtime directory: {e}"))?,
+        )
+    } else {
+        None
+    };
+
+    let mut plane = PlaneSpec::default();
+    let mut processes = Vec::new();
+    for a in &config.agents {
+        let socket: PathBuf = match &a.placement {
+            Placement::Supervised { argv } => {
+                // Present whenever an agent is supervised (computed just above).
+                let dir = runtime.as_ref().ok_or("no runtime directory")?;
+                let socket = dir.socket_path(&a.id).map_err(|e| e.to_string())?;
+                processes.push(ProcessSpec::new(&a.id, resolve_program(argv), &socket));
+                socket
+            }
+            Placement::External { socket } => socket.clone(),
+        };
+        plane.agents.push(AgentSetup {
+            id: a.id.clone(),
+            socket,
+            peer_uid: a.peer_uid.unwrap_or(uid),
+            connections: a.connections as usize,
+            config: a.config.clone().into_bytes(),
+        });
+        let (fail_mode, fail_closed_status) = dispatch_fail_mode(a.fail_mode);
+        let mut spec = AgentSpec::new(&a.id);
+        spec.timeout = a.timeout;
+        spec.max_in_flight = a.max_in_flight;
+        spec.queue_timeout = a.queue_timeout;
+        spec.fail_mode = fail_mode;
+        spec.fail_closed_status = fail_closed_status;
+        spec.breaker = BreakerSpec {
+            consecutive_failures: a.breaker.consecutive_failures,
+            error_rate: a.breaker.error_rate_percent as f32 / 100.0,
+            window: a.breaker.window,
+            min_calls: a.breaker.min_calls,
+            cool_down: a.breaker.open_for,
+            half_open_probes: a.breaker.half_open_probes,
+        };
+        plane.policies.push(spec);
+    }
+    for r in &config.routes {
+        let mut route = RouteSpec {
+            id: r.id.clone(),
+            groups: r.chain.clone(),
+            fail_modes: Vec::new(),
+        };
+        if let Some(mode) = r.fail_mode {
+            for agent in r.chain.iter().flatten() {
+                route
+                    .fail_modes
+                    .push((agent.clone(), dispatch_fail_mode(mode).0));
+            }
+        }
+        plane.routes.push(route);
+    }
+
+    let supervisor = if processes.is_empty() {
+        None
+    } else {
+        let expected: Vec<String> = processes.iter().map(|p| p.agent_id.clone()).collect();
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let handle = Supervisor::start(processes, tx).map_err(|e| format!("agents: {e}"))?;
+        wait_ready(&rx, &expected);
+        std::thread::Builder::new()
+            .name("turnstile-agent-events".into())
+            .spawn(move || {
+                for event in rx {
+                    log_event(&event);
+                }
+            })
+            .map_err(|e| format!("cannot start the agent event thread: {e}"))?;
+        Some(Arc::new(handle))
+    };
+
+    let (events_tx, events_rx) = crossbeam_channel::bounded::<PlaneEvent>(256);
+    let restarter = supervisor.clone();
+    std::thread::Builder::new()
+        .name("turnstile-plane-events".into())
+        .spawn(move || {
+            for event in events_rx {
+                match event {
+                    PlaneEvent::RestartRequired { agent_id } => match &restarter {
+                        Some(s) => {
+                            println!("turnstile: agent {agent_id} asked for a restart");
+                            if let Err(e) = s.restart(&agent_id) {
+                                eprintln!("turnstile: cannot restart agent {agent_id}: {e}");
+                            }
+                        }
+                        None => eprintln!(
+                            "turnstile: agent {agent_id} asked for a restart, but it is run by someone else"
+                        ),
+                    },
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the plane event thread: {e}"))?;
+
+    Ok(Agents {
+        plane: Arc::new(plane),
+        supervisor,
+        events: Some(events_tx),
+    })
+}
+
+fn wait_ready(rx: &crossbeam_channel::Receiver<SupervisorEvent>, expected: &[String]) {
+    let deadline = Instant::now() + Duration::from_millis(AGENTS_READY_WAIT_MS);
+    let mut waiting: Vec<&str> = expected.iter().map(String::as_str).collect();
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(SupervisorEvent::Ready { agent_id }) => {
+                println!("turnstile: agent {agent_id} is ready");
+                waiting.retain(|w| *w != agent_id);
+            }
+            Ok(other) => log_event(&other),
+            Err(_) => {
+                eprintln!(
+                    "turnstile: agents not ready after {AGENTS_READY_WAIT_MS} ms: {waiting:?}; starting anyway (their calls get the fail mode until they are)"
+                );
+                return;
+            }
+        }
+    }
+}
+
+fn log_event(event: &SupervisorEvent) {
+    match event {
+        SupervisorEvent::Started { agent_id, pid } => {
+            tracing::info!(agent = %agent_id, pid, "agent started")
+        }
+        SupervisorEvent::Ready { agent_id } => tracing::info!(agent = %agent_id, "agent ready"),
+        SupervisorEvent::NotReady { agent_id, waited } => {
+            tracing::warn!(agent = %agent_id, ?waited, "agent did not create its socket in time")
+        }
+        SupervisorEvent::Exited {
+            agent_id,
+            status,
+            restart_in,
+        } => tracing::warn!(agent = %agent_id, ?status, ?restart_in, "agent exited"),
+        SupervisorEvent::SpawnFailed {
+            agent_id,
+            error,
+            restart_in,
+        } => tracing::error!(agent = %agent_id, %error, ?restart_in, "agent could not be started"),
+    }
+}

@@ -1,0 +1,293 @@
+//! The agent plane through the real binary with real agent processes (started by turnstile's
+//! supervisor): verdicts, chains, parallel groups, failures.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, agent_binary, call, client_endpoint, decide};
+
+fn agent_table(id: &str, binary: &str, extra: &str) -> String {
+    format!(
+        "[agents.{id}]\ncommand = [\"{}\", \"--socket\", \"{{socket}}\"]\n{extra}\n",
+        agent_binary(binary).display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waf_blocks_attacks_and_allows_clean_requests() {
+    let config = format!(
+        "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
+        agent_table("waf", "waf", "timeout_ms = 1000")
+    );
+    let server = Server::start("", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let t0 = Instant::now();
+    let clean = call(
+        &conn,
+        &decide(
+            "",
+            "GET",
+            "/products",
+            "page=2",
+            &[("user-agent", "curl/8")],
+        ),
+    )
+    .await
+    .unwrap();
+    let (verdict, _, timings) = common::decision(&clean);
+    assert_eq!(verdict, "allow");
+    assert_eq!(timings, vec![("waf".to_string(), "Allowed".to_string())]);
+    let attack = call(
+        &conn,
+        &decide("", "GET", "/search", "q=1 union select 2", &[]),
+    )
+    .await
+    .unwrap();
+    let (verdict, rules, _) = common::decision(&attack);
+    assert_eq!(verdict, "block:403");
+    assert!(!rules.is_empty(), "the block names its rule");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+/// The demo chain: auth first, then waf and ratelimit in parallel.
+fn demo_chain(extra_route: &str) -> String {
+    format!(
+        "{}{}{}\n[[routes]]\nid = \"default\"\nchain = [[\"auth\"], [\"waf\", \"ratelimit\"]]\n{extra_route}",
+        agent_table(
+            "auth",
+            "auth",
+            "timeout_ms = 1000\nconfig = '''\n[api_keys]\n\"k-good\" = \"tests\"\n'''"
+        ),
+        agent_table("waf", "waf", "timeout_ms = 1000"),
+        agent_table(
+            "ratelimit",
+            "ratelimit",
+            "timeout_ms = 1000\nconfig = '''\nrate_per_second = 0.001\nburst = 3\n'''"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_then_waf_and_ratelimit_in_parallel() {
+    let server = Server::start("", &demo_chain(""));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    // No key: auth blocks, and the second group never runs.
+    let (v, _, timings) =
+        common::decision(&call(&conn, &decide("", "GET", "/", "", &[])).await.unwrap());
+    assert_eq!(v, "block:401");
+    assert_eq!(timings[0], ("auth".to_string(), "Blocked".to_string()));
+    assert!(
+        timings[1..]
+            .iter()
+            .all(|(_, o)| o == "Skipped" || o == "Cancelled"),
+        "{timings:?}"
+    );
+    // Good key: all three run, in chain order in the timings.
+    let (v, _, timings) = common::decision(
+        &call(
+            &conn,
+            &decide("", "GET", "/ok", "", &[("x-api-key", "k-good")]),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(v, "allow");
+    let names: Vec<&str> = timings.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, vec!["auth", "waf", "ratelimit"]);
+    assert!(timings.iter().all(|(_, o)| o == "Allowed"), "{timings:?}");
+    // Good key, attack: waf blocks.
+    let (v, rules, _) = common::decision(
+        &call(
+            &conn,
+            &decide(
+                "",
+                "GET",
+                "/q",
+                "id=1 union select pw",
+                &[("x-api-key", "k-good")],
+            ),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(v, "block:403");
+    assert!(!rules.is_empty());
+    // The burst of 3 is spent by now: ratelimit blocks.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (v, _, _) = common::decision(
+            &call(
+                &conn,
+                &decide("", "GET", "/ok", "", &[("x-api-key", "k-good")]),
+            )
+            .await
+            .unwrap(),
+        );
+        statuses.push(v);
+    }
+    assert!(statuses.contains(&"block:429".to_string()), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_in_one_parallel_group() {
+    let config = format!(
+        "{}{}{}\n[[routes]]\nid = \"default\"\nchain = [[\"a\", \"b\", \"c\"]]\n",
+        agent_table("a", "noop", ""),
+        agent_table("b", "noop", ""),
+        agent_table("c", "delay", "config = 'delay_ms = 50'"),
+    );
+    let server = Server::start("", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let conn = conn.clone();
+        set.spawn(async move {
+            let t0 = Instant::now();
+            let bytes = call(&conn, &decide("", "GET", "/", "", &[])).await.unwrap();
+            (t0.elapsed(), common::decision(&bytes))
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        let (elapsed, (v, _, timings)) = r.unwrap();
+        assert_eq!(v, "allow");
+        assert_eq!(timings.len(), 3);
+        // 20 requests at 50 ms each would take a second if the delay agent served them one by
+        // one; in parallel on multiplexed connections they all finish well below that.
+        assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
+    }
+}
+
+fn chaos_config(fail_mode: &str) -> String {
+    format!(
+        "{}\n[[routes]]\nid = \"default\"\nchain = [[\"chaos\"]]\n",
+        agent_table(
+            "chaos",
+            "chaos",
+            &format!(
+                "timeout_ms = 300\nfail_mode = \"{fail_mode}\"\nfail_status = 503\n[agents.chaos.breaker]\nconsecutive_failures = 1000\n"
+            )
+        )
+    )
+}
+
+/// Sends `mode` via `x-chaos` and returns (verdict, timing outcome, elapsed).
+async fn chaos(conn: &quinn::Connection, mode: &str) -> (String, String, Duration) {
+    let t0 = Instant::now();
+    let bytes = call(conn, &decide("", "GET", "/", "", &[("x-chaos", mode)]))
+        .await
+        .unwrap();
+    let (v, _, timings) = common::decision(&bytes);
+    (v, timings[0].1.clone(), t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_agent_gets_the_fail_mode_within_its_timeout() {
+    let server = Server::start("", &chaos_config("closed"));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let (v, outcome, elapsed) = chaos(&conn, "hang").await;
+    assert_eq!((v.as_str(), outcome.as_str()), ("block:503", "Timeout"));
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(300 + 700),
+        "timeout plus a margin: {elapsed:?}"
+    );
+    // Others on the same agent are not held up by the hung call.
+    let (v, outcome, _) = chaos(&conn, "allow").await;
+    assert_eq!((v.as_str(), outcome.as_str()), ("allow", "Allowed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_allows_with_an_audit_trail() {
+    let server = Server::start("", &chaos_config("open"));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let (v, outcome, _) = chaos(&conn, "hang").await;
+    assert_eq!((v.as_str(), outcome.as_str()), ("allow", "Timeout"));
+    let bytes = call(&conn, &decide("", "GET", "/", "", &[("x-chaos", "hang")]))
+        .await
+        .unwrap();
+    let tags = common::audit_tags(&bytes);
+    assert!(
+        tags.iter()
+            .any(|t| t.contains("fail-open") && t.contains("chaos")),
+        "{tags:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_fail_only_their_connection() {
+    let server = Server::start("", &chaos_config("closed"));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    for mode in ["garbage", "oversized"] {
+        // Concurrent good requests may share the broken connection and fail with it; they
+        // must all get an answer (a verdict), none may be lost.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let conn = conn.clone();
+            let m = if i == 0 { mode } else { "allow" };
+            set.spawn(async move { chaos(&conn, m).await });
+        }
+        let mut answered = 0;
+        while let Some(r) = set.join_next().await {
+            let (_, _, elapsed) = r.unwrap();
+            assert!(elapsed < Duration::from_secs(2), "{mode}: {elapsed:?}");
+            answered += 1;
+        }
+        assert_eq!(answered, 10);
+        // The pool reconnects: later requests are served normally.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (v, _, _) = chaos(&conn, "allow").await;
+            if v == "allow" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: agent never served again"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_agent_is_restarted_by_the_supervisor() {
+    let server = Server::start("", &chaos_config("closed"));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    // The agent process exits mid-request: that request gets the fail mode at once.
+    let (v, outcome, elapsed) = chaos(&conn, "crash").await;
+    assert_eq!(v, "block:503");
+    assert!(outcome == "Error" || outcome == "Timeout", "{outcome}");
+    assert!(elapsed < Duration::from_millis(300 + 700), "{elapsed:?}");
+    // The supervisor restarts it; the pool reconnects; requests are allowed again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (v, _, _) = chaos(&conn, "allow").await;
+        if v == "allow" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agent never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_route_is_a_typed_error() {
+    let server = Server::start("", &demo_chain(""));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let bytes = call(&conn, &decide("nope", "GET", "/", "", &[]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        common::parse(&bytes),
+        common::Reply::Error(11, code, _) if code == "UnknownRoute"
+    ));
+}
