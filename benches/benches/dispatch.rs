@@ -87,8 +87,8 @@ fn main() {
     let (mut best_check, mut best_req) = (Duration::MAX, Duration::MAX);
     for _ in 0..rounds {
         let t = Instant::now();
-        for i in 0..checks {
-            black_box(black_box(&d).breaker_allows(black_box(now), AgentIndex((i % 3) as u16)));
+        for _ in 0..checks {
+            black_box(black_box(&d).breaker_allows(black_box(now), black_box(AgentIndex(1))));
         }
         best_check = best_check.min(t.elapsed());
         let t = Instant::now();

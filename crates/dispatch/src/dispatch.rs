@@ -514,12 +514,13 @@ impl Dispatch {
         };
         self.actions.remove(i);
         self.keys[req.0 as usize] = NONE;
+        // The marker was queued, so its outcome is too (they are queued together), and the index
+        // `position` found is in range for `remove`.
         let j = self.done.iter().position(|(r, _)| *r == req);
-        // The marker was queued, so its outcome is too.
         let (_, outcome) = self
             .done
             .remove(j.expect("outcome of a queued Done"))
-            .expect("in range");
+            .expect("index from position()");
         self.stats.requests_done -= 1;
         self.stats.requests_cancelled += 1;
         self.recycle(outcome);

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-/// An agent, by its position in the `agents` list given to [`crate::Dispatch::new`].
+/// An agent, by its position in the `agents` list given to [`crate::Dispatch::new`]. Methods
+/// that take one panic on an index the dispatch never gave out (a bug in the caller), except
+/// [`crate::Dispatch::breaker_allows`], which answers `false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AgentIndex(pub u16);
 
