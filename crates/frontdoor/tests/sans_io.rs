@@ -274,3 +274,58 @@ fn short_header_for_other_shard_is_steered() {
     pkt[1] = 0;
     assert_eq!(p.server.steer(&pkt), turnstile_frontdoor::Steer::Local);
 }
+
+#[test]
+fn retry_demanded_above_the_initial_rate_and_the_handshake_still_completes() {
+    let mut h = BuiltinHandler::default();
+    let mut cfg = server_cfg();
+    cfg.retry_above_initials_per_sec = 0; // every new client must validate its address
+    let mut p = Pair::new(cfg);
+    p.connect(&mut h);
+    assert_eq!(p.server.stats().retries_sent, 1);
+    assert_eq!(p.server.connections(), 1);
+    let f = p.echo_frame(1, b"after retry");
+    let id = p.send(&f, true);
+    p.drive(&mut h);
+    assert_eq!(
+        parse_response(&p.recv(id).0),
+        (1, "echo:after retry".into())
+    );
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused() {
+    let mut h = BuiltinHandler::default();
+    let mut cfg = server_cfg();
+    cfg.max_connections = 1;
+    let mut p = Pair::new(cfg);
+    p.connect(&mut h);
+    let (_ch2, mut c2) = p
+        .client_ep
+        .connect(
+            p.now,
+            p.client_config.clone(),
+            pair::SERVER.parse().unwrap(),
+            "localhost",
+        )
+        .unwrap();
+    let mut buf = Vec::new();
+    let t = c2.poll_transmit(p.now, 1, &mut buf).unwrap();
+    p.server.handle_datagram(
+        p.now,
+        "127.0.0.1:50002".parse().unwrap(),
+        None,
+        None,
+        bytes::BytesMut::from(&buf[..t.size]),
+        &mut h,
+    );
+    assert_eq!(p.server.stats().connections_refused, 1);
+    // The refusal is a real CONNECTION_REFUSED close sent back to the second client.
+    let mut out = Vec::new();
+    let t = p
+        .server
+        .poll_transmit(p.now, &mut out)
+        .expect("refusal datagram");
+    assert!(t.size > 0);
+    assert_eq!(p.server.connections(), 1);
+}
