@@ -94,7 +94,7 @@ pub enum ShardError {
 }
 
 /// A message to a shard.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Control {
     /// Stop accepting connections, let requests in flight finish until `deadline`, then close
     /// every connection with SHUTTING_DOWN and stop.
@@ -102,6 +102,9 @@ pub enum Control {
         /// When to close connections whatever their state.
         deadline: Instant,
     },
+    /// New agent configurations (agent id, configuration text) from a reload: pushed to the
+    /// agents' connections now, and used for every later connection.
+    Reconfigure(Arc<Vec<(String, Vec<u8>)>>),
 }
 
 /// A datagram received by one shard for a connection another shard owns.
@@ -382,6 +385,11 @@ fn run(
 
         while let Ok(msg) = control_rx.try_recv() {
             match msg {
+                Control::Reconfigure(configs) => {
+                    for (agent, config) in configs.iter() {
+                        plane.reconfigure(agent, config);
+                    }
+                }
                 Control::Drain { deadline } => {
                     front.begin_drain();
                     drain_deadline = Some(drain_deadline.map_or(deadline, |d| d.min(deadline)));

@@ -207,6 +207,29 @@ impl Plane {
         at
     }
 
+    /// A reload changed `agent`'s configuration: push it to its open connections (with a new
+    /// generation) and keep it for later ones. Unknown agents are ignored (adding agents needs
+    /// a restart).
+    pub(crate) fn reconfigure(&mut self, agent: &str, config: &[u8]) {
+        let Some(ai) = self.agents.iter().position(|a| a.setup.id == agent) else {
+            return;
+        };
+        let rt = &mut self.agents[ai];
+        if rt.setup.config == config {
+            return;
+        }
+        rt.setup.config = config.to_vec();
+        rt.generation += 1;
+        for slot in 0..rt.pool.len() {
+            if let Some(link) = rt.pool.link(slot) {
+                link.reconfigure(config, rt.generation, &mut self.writer);
+                if !self.dirty.contains(&(ai as u16, slot as u16)) {
+                    self.dirty.push((ai as u16, slot as u16));
+                }
+            }
+        }
+    }
+
     /// A connect finished.
     pub(crate) fn on_connected(
         &mut self,

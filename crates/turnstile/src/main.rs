@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the client protocol over QUIC until SIGTERM or SIGINT.
+    /// Serve the client protocol over QUIC until SIGTERM or SIGINT (SIGHUP reloads agent
+    /// configurations).
     Serve {
         /// Configuration file (TOML). Without it, the embedded default is used.
         #[arg(long, short)]
@@ -83,7 +84,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&config, &probe) {
+    match run(&config, config_path.as_deref(), &probe) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("turnstile: {e}");
@@ -92,7 +93,60 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn run(config: &Config, probe: &turnstile_uring::ProbeReport) -> Result<(), String> {
+/// Re-reads the configuration and pushes what can change live: each agent's `config` text (sent
+/// to the agent with a new generation). Other changes are reported as needing a restart.
+fn reload(
+    path: Option<&std::path::Path>,
+    running: &Config,
+    handles: &[turnstile_shard::ShardHandle],
+) {
+    let fresh = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("turnstile: reload refused, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    let mut changed = Vec::new();
+    for agent in &fresh.agents {
+        match running.agents.iter().find(|a| a.id == agent.id) {
+            Some(old) if old.config != agent.config => {
+                changed.push((agent.id.clone(), agent.config.clone().into_bytes()))
+            }
+            Some(_) => {}
+            None => eprintln!(
+                "turnstile: reload: agent {} is new; adding agents needs a restart",
+                agent.id
+            ),
+        }
+    }
+    let same = |a: &Config, b: &Config| {
+        a.routes == b.routes
+            && a.agents.len() == b.agents.len()
+            && a.agents.iter().zip(&b.agents).all(|(x, y)| {
+                x.placement == y.placement && x.timeout == y.timeout && x.fail_mode == y.fail_mode
+            })
+    };
+    if !same(running, &fresh) {
+        eprintln!(
+            "turnstile: reload: routes or agent policies changed; those take effect at the next restart"
+        );
+    }
+    println!(
+        "turnstile: reload: pushing new configuration to {} agent(s)",
+        changed.len()
+    );
+    let changed = Arc::new(changed);
+    for h in handles {
+        h.send(Control::Reconfigure(changed.clone()));
+    }
+}
+
+fn run(
+    config: &Config,
+    config_path: Option<&std::path::Path>,
+    probe: &turnstile_uring::ProbeReport,
+) -> Result<(), String> {
     let tls = turnstile_config::server_crypto(&config.tls, &config.server.state_dir)
         .map_err(|e| format!("TLS setup failed: {e}"))?;
     if tls.is_development() {
@@ -147,6 +201,7 @@ fn run(config: &Config, probe: &turnstile_uring::ProbeReport) -> Result<(), Stri
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
@@ -161,12 +216,34 @@ fn run(config: &Config, probe: &turnstile_uring::ProbeReport) -> Result<(), Stri
         probe.udp_gro,
         probe.kernel_release
     );
-    println!(
-        "turnstile: answering echo, hello, status and decide (allow-all route); the agent plane is not wired in yet"
-    );
+    if agents.plane.routes.is_empty() {
+        println!(
+            "turnstile: no routes configured: decide is answered by the built-in allow-all route"
+        );
+    } else {
+        let routes: Vec<String> = agents
+            .plane
+            .routes
+            .iter()
+            .map(|r| format!("{} = {:?}", r.id, r.groups))
+            .collect();
+        println!(
+            "turnstile: {} agent(s); routes: {}",
+            agents.plane.agents.len(),
+            routes.join("; ")
+        );
+    }
 
-    // Wait for the first SIGTERM/SIGINT, then drain.
-    let signal = signals.forever().next();
+    // SIGHUP reloads; the first SIGTERM/SIGINT drains.
+    let mut signal = None;
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            reload(config_path, config, &handles);
+            continue;
+        }
+        signal = Some(sig);
+        break;
+    }
     let drain = config.server.drain_timeout;
     println!(
         "turnstile: received signal {}; draining requests for up to {} ms",

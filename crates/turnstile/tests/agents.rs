@@ -291,3 +291,55 @@ async fn unknown_route_is_a_typed_error() {
         common::Reply::Error(11, code, _) if code == "UnknownRoute"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_pushes_new_agent_configuration() {
+    let rules = |word: &str| {
+        format!(
+            "timeout_ms = 1000\nconfig = '''\ndefault_rules = false\n[[rules]]\nid = \"r-{word}\"\ndescription = \"test\"\npattern = \"{word}\"\ntargets = [\"path\"]\n'''"
+        )
+    };
+    let config = |word: &str| {
+        format!(
+            "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
+            agent_table("waf", "waf", &rules(word))
+        )
+    };
+    let mut server = Server::start("", &config("alpha"));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let verdict = |path: &'static str| {
+        let conn = conn.clone();
+        async move {
+            common::decision(
+                &call(&conn, &decide("", "GET", path, "", &[]))
+                    .await
+                    .unwrap(),
+            )
+            .0
+        }
+    };
+    assert_eq!(verdict("/alpha").await, "block:403");
+    assert_eq!(verdict("/beta").await, "allow");
+    let path = server.dir.path().join("turnstile.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"alpha\"", "\"beta\"")
+            .replace("r-alpha", "r-beta"),
+    )
+    .unwrap();
+    server.signal("HUP");
+    server.wait_for_line(
+        "reload: pushing new configuration to 1 agent",
+        Duration::from_secs(10),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if verdict("/beta").await == "block:403" && verdict("/alpha").await == "allow" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new rules never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
