@@ -17,6 +17,7 @@ use crate::limits;
 pub(crate) struct FileAgent {
     pub command: Vec<String>,
     pub socket: String,
+    pub cpus: Vec<i64>,
     pub peer_uid: Option<i64>,
     pub connections: i64,
     pub timeout_ms: i64,
@@ -33,6 +34,7 @@ impl Default for FileAgent {
         Self {
             command: Vec::new(),
             socket: String::new(),
+            cpus: Vec::new(),
             peer_uid: None,
             connections: 4,
             timeout_ms: 100,
@@ -133,6 +135,9 @@ pub struct AgentConfig {
     pub id: String,
     /// How to reach it.
     pub placement: Placement,
+    /// CPUs a supervised agent is pinned to (`taskset`), e.g. the shard's own core so a call
+    /// never wakes another core, or a dedicated core for a busy-polling agent. Empty = unpinned.
+    pub cpus: Vec<usize>,
     /// The uid the agent's socket must belong to (SO_PEERCRED); `None` = turnstile's own uid.
     pub peer_uid: Option<u32>,
     /// Connections per shard (1 to 32).
@@ -242,6 +247,17 @@ pub(crate) fn agents(
                 ));
             }
         };
+        if !f.cpus.is_empty() && !matches!(placement, Placement::Supervised { .. }) {
+            return Err(ConfigError::invalid(
+                key("cpus"),
+                format!("{:?}", f.cpus),
+                "only agents turnstile starts (`command`) can be pinned",
+            ));
+        }
+        let mut cpus = Vec::with_capacity(f.cpus.len());
+        for &c in &f.cpus {
+            cpus.push(ranged(&key("cpus"), c, 0, limits::CORE_ID_MAX)?);
+        }
         let peer_uid = match f.peer_uid {
             None => None,
             Some(uid) => Some(ranged(&key("peer_uid"), uid, 0, u64::from(u32::MAX))?),
@@ -251,6 +267,7 @@ pub(crate) fn agents(
         out.push(AgentConfig {
             id: id.clone(),
             placement,
+            cpus,
             peer_uid,
             connections: ranged(
                 &key("connections"),

@@ -130,6 +130,7 @@ const TWO_AGENTS: &str = r#"
 [agents.auth]
 command = ["turnstile-agent-auth", "--socket", "{socket}"]
 timeout_ms = 50
+cpus = [0]
 fail_mode = "closed"
 fail_status = 401
 config = 'keys = ["k1"]'
@@ -163,6 +164,7 @@ fn agents_and_routes_parse() {
     assert!(matches!(&auth.placement, Placement::Supervised { argv } if argv[2] == "{socket}"));
     assert_eq!(auth.fail_mode, FailMode::Closed { status: 401 });
     assert_eq!(auth.connections, 4, "default pool size");
+    assert_eq!(auth.cpus, vec![0]);
     let waf = &cfg.agents[1];
     assert!(
         matches!(&waf.placement, Placement::External { socket } if socket.ends_with("waf.sock"))
@@ -204,6 +206,10 @@ fn agent_and_route_errors_name_the_key() {
             "appears twice",
         ),
         ("[[routes]]\nchain = []\n", "routes[0].chain"),
+        (
+            "[agents.x]\nsocket = \"/s\"\ncpus = [0]\n",
+            "only agents turnstile starts",
+        ),
         (
             "[agents.x]\nsocket = \"/s\"\n[[routes]]\nchain = [[\"x\"]]\n[[routes]]\nid = \"default\"\nchain = [[\"x\"]]\n",
             "route id used twice",

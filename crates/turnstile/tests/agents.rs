@@ -18,7 +18,8 @@ fn agent_table(id: &str, binary: &str, extra: &str) -> String {
 async fn waf_blocks_attacks_and_allows_clean_requests() {
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
-        agent_table("waf", "waf", "timeout_ms = 1000")
+        // Pinned to the first core, as an agent placed next to its shard would be.
+        agent_table("waf", "waf", "timeout_ms = 1000\ncpus = [0]")
     );
     let server = Server::start("", &config);
     let ep = client_endpoint();
