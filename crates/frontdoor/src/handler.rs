@@ -94,6 +94,17 @@ pub trait RequestHandler {
         sink: &mut ResponseSink<'_>,
     ) -> Result<Reply, WireError>;
 
+    /// A further complete frame arrived on the stream of a request answered [`Reply::Pending`]
+    /// (for example a `decide.requestBody` chunk). The default ignores it.
+    fn on_request_frame(
+        &mut self,
+        _now: Instant,
+        _id: RequestId,
+        _kind: turnstile_wire::FrameKind,
+        _payload: &[u8],
+    ) {
+    }
+
     /// A pending request was cancelled (stream reset or stopped by the client, connection lost,
     /// shutdown). No response will be delivered for it.
     fn on_cancel(&mut self, now: Instant, id: RequestId);

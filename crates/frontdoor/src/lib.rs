@@ -597,7 +597,7 @@ impl FrontDoor {
                             too_large = true;
                             break;
                         }
-                        if s.phase == Phase::Reading {
+                        if matches!(s.phase, Phase::Reading | Phase::Pending) {
                             s.inbuf.extend_from_slice(&chunk.bytes);
                         }
                     }
@@ -667,7 +667,7 @@ impl FrontDoor {
                 shard,
             };
             match split_frame(&s.inbuf) {
-                Ok(Some((frame, _used))) => {
+                Ok(Some((frame, used))) => {
                     s.outbuf.clear();
                     let mut sink = ResponseSink {
                         writer,
@@ -687,7 +687,12 @@ impl FrontDoor {
                         Reply::Ready => Phase::Responding,
                         Reply::Pending => Phase::Pending,
                     };
-                    s.inbuf.clear();
+                    if s.phase == Phase::Pending {
+                        // Later frames (body chunks) go to the handler as they complete.
+                        s.inbuf.drain(..used);
+                    } else {
+                        s.inbuf.clear();
+                    }
                 }
                 Ok(None) if s.fin_received => {
                     stats.requests_rejected += 1;
@@ -717,6 +722,29 @@ impl FrontDoor {
                     let _ = c.conn.recv_stream(id).stop(codes::FRAME_ERROR);
                 }
             }
+        }
+        if let Some(s) = c.streams.get_mut(&id)
+            && s.phase == Phase::Pending
+            && !s.inbuf.is_empty()
+        {
+            let mut used = 0;
+            loop {
+                match split_frame(&s.inbuf[used..]) {
+                    Ok(Some((frame, n))) => {
+                        handler.on_request_frame(now, rid, frame.kind, frame.payload);
+                        used += n;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // The request keeps what it has; its agents decide on it (or time out).
+                        tracing::debug!(error = %e, "bad continuation frame; no more body read");
+                        let _ = c.conn.recv_stream(id).stop(codes::FRAME_ERROR);
+                        used = s.inbuf.len();
+                        break;
+                    }
+                }
+            }
+            s.inbuf.drain(..used);
         }
         if c.streams
             .get(&id)

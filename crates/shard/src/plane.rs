@@ -63,6 +63,7 @@ pub enum PlaneEvent {
 pub(crate) struct Inbox {
     agents: bool,
     queued: Vec<(RequestId, Vec<u8>)>,
+    more: Vec<(RequestId, Vec<u8>)>,
     cancelled: Vec<RequestId>,
     free: Vec<Vec<u8>>,
 }
@@ -72,6 +73,7 @@ impl Inbox {
         Inbox {
             agents,
             queued: Vec::with_capacity(256),
+            more: Vec::with_capacity(256),
             cancelled: Vec::with_capacity(256),
             free: Vec::new(),
         }
@@ -99,6 +101,15 @@ impl RequestHandler for Inbox {
         Ok(Reply::Ready)
     }
 
+    fn on_request_frame(&mut self, _now: Instant, id: RequestId, kind: FrameKind, payload: &[u8]) {
+        if self.agents && kind == FrameKind::Request {
+            let mut buf = self.free.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(payload);
+            self.more.push((id, buf));
+        }
+    }
+
     fn on_cancel(&mut self, _now: Instant, id: RequestId) {
         self.cancelled.push(id);
     }
@@ -108,6 +119,11 @@ struct Pending {
     front: RequestId,
     payload: Vec<u8>,
     correlation_id: u64,
+    /// Body chunk frames that arrived after the first frame, kept so that agents called later
+    /// (a later group) see the whole body too. Bounded by the front door's request size limit.
+    chunks: Vec<Vec<u8>>,
+    /// Calls started for this request (some may be over).
+    calls: Vec<u64>,
 }
 
 struct AgentRt {
@@ -451,12 +467,18 @@ impl Plane {
         while let Some((front_id, payload)) = inbox.queued.pop() {
             self.start(now, front_id, payload, front, inbox);
         }
+        while let Some((id, frame)) = inbox.more.pop() {
+            self.more_body(id, frame, inbox);
+        }
         while let Some(id) = inbox.cancelled.pop() {
             if let Some(key) = self.by_front.remove(&id) {
                 self.dispatch.handle_cancel(now, RequestKey(key));
                 if let Some(p) = self.requests[key as usize].take() {
                     self.free_keys.push(key);
                     recycle(inbox, p.payload);
+                    for c in p.chunks {
+                        recycle(inbox, c);
+                    }
                 }
             }
         }
@@ -569,6 +591,8 @@ impl Plane {
                     front: front_id,
                     payload,
                     correlation_id: cid,
+                    chunks: Vec::new(),
+                    calls: Vec::new(),
                 });
                 self.by_front.insert(front_id, key);
             }
@@ -595,6 +619,39 @@ impl Plane {
                 recycle(inbox, payload);
             }
         }
+    }
+
+    /// A body chunk frame arrived for a pending request: kept for agents called later, and sent
+    /// now on every open call whose agent subscribed to bodies.
+    fn more_body(&mut self, id: RequestId, frame: Vec<u8>, inbox: &mut Inbox) {
+        let Some(&key) = self.by_front.get(&id) else {
+            recycle(inbox, frame);
+            return;
+        };
+        let Some(p) = self.requests.get_mut(key as usize).and_then(Option::as_mut) else {
+            recycle(inbox, frame);
+            return;
+        };
+        for &call in &p.calls {
+            let Some(&(a, slot, cid)) = self.calls.get(&call) else {
+                continue; // over already
+            };
+            let rt = &mut self.agents[a as usize];
+            let max_body = rt.max_body_bytes;
+            if !(rt.subscribes_request_body || rt.subscribes_response_body) || max_body == 0 {
+                continue;
+            }
+            let Some(link) = rt.pool.link(slot as usize) else {
+                continue;
+            };
+            if let Err(e) = send_chunk(link, cid, &mut self.writer, &frame, max_body) {
+                tracing::debug!(shard = self.shard, error = %e, "cannot forward a body chunk");
+            }
+            if !self.dirty.contains(&(a, slot)) {
+                self.dirty.push((a, slot));
+            }
+        }
+        p.chunks.push(frame);
     }
 
     fn connect(&mut self, now: Instant, ring: &mut Ring) {
@@ -684,6 +741,9 @@ impl Plane {
                     );
                     self.dispatch.recycle(outcome);
                     recycle(inbox, p.payload);
+                    for c in p.chunks {
+                        recycle(inbox, c);
+                    }
                 }
             }
         }
@@ -739,17 +799,23 @@ impl Plane {
             let cid = link.start_call(call.to_u64(), writer, |m| {
                 convert::write_event(m, phase, &meta)
             })?;
-            if let Some(body) = convert::inline_body(phase)? {
-                let response_side = matches!(phase.which()?, decide::phase::Response(_));
-                let wants = if response_side {
-                    want_resp_body
-                } else {
-                    want_req_body
-                };
-                if wants && max_body > 0 {
-                    link.send_on_call(cid, writer, |m| {
-                        convert::write_body_chunk(m, response_side, body, max_body)
-                    })?;
+            let response_side = matches!(phase.which()?, decide::phase::Response(_));
+            let wants = if response_side {
+                want_resp_body
+            } else {
+                want_req_body
+            };
+            if let Some(body) = convert::inline_body(phase)?
+                && wants
+                && max_body > 0
+            {
+                link.send_on_call(cid, writer, |m| {
+                    convert::write_body_chunk(m, response_side, body, max_body)
+                })?;
+            }
+            if wants && max_body > 0 {
+                for chunk in &p.chunks {
+                    send_chunk(link, cid, writer, chunk, max_body)?;
                 }
             }
             Ok(cid)
@@ -757,6 +823,13 @@ impl Plane {
         match result {
             Ok(cid) => {
                 self.calls.insert(call.to_u64(), (a, slot as u16, cid));
+                if let Some(p) = self
+                    .requests
+                    .get_mut(req.0 as usize)
+                    .and_then(Option::as_mut)
+                {
+                    p.calls.push(call.to_u64());
+                }
                 self.mark_dirty(a, slot as u16);
             }
             Err(e) => {
@@ -788,6 +861,29 @@ impl Plane {
             }
         }
     }
+}
+
+/// Sends a continuation frame's body chunk (a `decide.requestBody` / `responseBody`) on a call.
+/// Frames of other kinds are ignored.
+fn send_chunk(
+    link: &mut Link,
+    cid: u64,
+    writer: &mut FrameWriter<'static>,
+    frame: &[u8],
+    max_body: u64,
+) -> Result<(), turnstile_agentlink::LinkError> {
+    let msg = Message::parse(FrameKind::Request, frame)?;
+    let request::Decide(d) = msg.root::<turnstile_wire::request::Owned>()?.which()? else {
+        return Ok(());
+    };
+    let (response_side, body) = match d?.get_phase().which()? {
+        decide::phase::RequestBody(b) => (false, b?),
+        decide::phase::ResponseBody(b) => (true, b?),
+        _ => return Ok(()),
+    };
+    link.send_on_call(cid, writer, |m| {
+        convert::write_body_chunk(m, response_side, body, max_body)
+    })
 }
 
 fn recycle(inbox: &mut Inbox, buf: Vec<u8>) {

@@ -344,3 +344,47 @@ async fn sighup_pushes_new_agent_configuration() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_chunks_on_later_frames_reach_body_agents() {
+    let config = format!(
+        "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
+        agent_table("waf", "waf", "timeout_ms = 2000")
+    );
+    let server = Server::start("", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let body_request = |second: &'static str| async {
+        let first = common::request_frame(|mut r| {
+            r.set_correlation_id(3);
+            let mut dr = r.init_decide().init_phase().init_request();
+            let mut req = dr.reborrow().init_request();
+            req.set_method("POST");
+            req.set_path("/comments");
+            let mut h = req.init_headers(1).get(0);
+            h.set_name(b"content-type");
+            h.set_value(b"text/plain");
+            let mut b = dr.init_body();
+            b.set_data(b"first part, harmless; ");
+            b.set_is_last(false);
+        });
+        let next = common::request_frame(|mut r| {
+            r.set_correlation_id(3);
+            let mut b = r.init_decide().init_phase().init_request_body();
+            b.set_chunk_index(1);
+            b.set_data(second.as_bytes());
+            b.set_is_last(true);
+        });
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await; // the second chunk comes later
+        send.write_all(&next).await.unwrap();
+        send.finish().unwrap();
+        common::decision(&recv.read_to_end(1 << 20).await.unwrap()).0
+    };
+    assert_eq!(
+        body_request("second part, <script>alert(1)</script>").await,
+        "block:403"
+    );
+    assert_eq!(body_request("second part, also harmless").await, "allow");
+}
