@@ -50,6 +50,8 @@ pub struct ServerConfig {
     /// Directory for the sockets of agents turnstile starts; `None` = the supervisor's default
     /// (`$XDG_RUNTIME_DIR/turnstile`, else a per-user directory in the system temp dir).
     pub runtime_dir: Option<PathBuf>,
+    /// TCP address of the admin endpoint (`GET /metrics`, `GET /healthz`); `None` = off.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -349,6 +351,17 @@ fn server(f: &FileServer, base: Option<&Path>, env: &Env) -> Result<ServerConfig
         ));
     }
     let state_dir = path(&f.state_dir, base).unwrap_or_else(|| env.default_state_dir());
+    let admin_listen = if f.admin_listen.is_empty() {
+        None
+    } else {
+        Some(f.admin_listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "server.admin_listen",
+                quoted(&f.admin_listen),
+                "not an IP address and port, e.g. \"127.0.0.1:9464\" (\"\" = no admin endpoint)",
+            )
+        })?)
+    };
     let drain_timeout = milliseconds(
         "server.drain_timeout_ms",
         f.drain_timeout_ms,
@@ -362,6 +375,7 @@ fn server(f: &FileServer, base: Option<&Path>, env: &Env) -> Result<ServerConfig
         state_dir,
         drain_timeout,
         runtime_dir: path(&f.runtime_dir, base),
+        admin_listen,
     })
 }
 

@@ -28,6 +28,7 @@ pub(crate) struct FileServer {
     pub cores: Vec<i64>,
     pub state_dir: String,
     pub runtime_dir: String,
+    pub admin_listen: String,
     pub drain_timeout_ms: i64,
 }
 
@@ -39,6 +40,7 @@ impl Default for FileServer {
             cores: Vec::new(),
             state_dir: String::new(),
             runtime_dir: String::new(),
+            admin_listen: String::new(),
             drain_timeout_ms: 5000,
         }
     }

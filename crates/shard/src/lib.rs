@@ -49,6 +49,10 @@ pub struct ShardSpec {
     pub plane: Arc<PlaneSpec>,
     /// Where agent events for the rest of the process go (restart requests).
     pub plane_events: Option<Sender<PlaneEvent>>,
+    /// This shard's counters (read by the admin endpoint).
+    pub counters: Arc<turnstile_metrics::ShardCounters>,
+    /// Where agents' metrics reports are kept.
+    pub reports: Arc<turnstile_metrics::AgentReports>,
 }
 
 /// What ended a shard, or kept it from starting.
@@ -283,8 +287,15 @@ fn run(
     let mut front = FrontDoor::new(spec.front.clone(), server_config, reset_key);
     let agents_configured = !spec.plane.routes.is_empty();
     let mut handler = plane::Inbox::new(agents_configured);
-    let mut plane = plane::Plane::new(u16::from(shard), &spec.plane, spec.plane_events.clone())
-        .map_err(|source| ShardError::Plane { shard, source })?;
+    let counters = spec.counters.clone();
+    let mut plane = plane::Plane::new(
+        u16::from(shard),
+        &spec.plane,
+        spec.plane_events.clone(),
+        counters.clone(),
+        spec.reports.clone(),
+    )
+    .map_err(|source| ShardError::Plane { shard, source })?;
     let mut spinner = Spinner::new(spec.spin);
     let mut arena = BytesMut::with_capacity(RECV_ARENA_BYTES);
     let mut txbuf: Vec<u8> = Vec::with_capacity(TRANSMIT_BYTES_MAX);
@@ -302,7 +313,21 @@ fn run(
         }
     };
 
+    let mut published = turnstile_frontdoor::FrontDoorStats::default();
+    let mut published_report = ShardReport::default();
+    let mut iterations: u32 = 0;
     loop {
+        iterations = iterations.wrapping_add(1);
+        if iterations % 256 == 0 {
+            publish(
+                &counters,
+                &front,
+                &report,
+                &mut published,
+                &mut published_report,
+                256,
+            );
+        }
         ring.submit().map_err(io("submit"))?;
         let now = Instant::now();
         let mut worked = false;
@@ -449,6 +474,15 @@ fn run(
             Idle::Spin => std::hint::spin_loop(),
             Idle::Sleep => {
                 report.sleeps += 1;
+                publish(
+                    &counters,
+                    &front,
+                    &report,
+                    &mut published,
+                    &mut published_report,
+                    u64::from(iterations % 256),
+                );
+                iterations = 0;
                 let mut deadline = front.poll_timeout();
                 if let Some(p) = plane.poll_timeout() {
                     deadline = Some(deadline.map_or(p, |d| d.min(p)));
@@ -462,4 +496,61 @@ fn run(
             }
         }
     }
+}
+
+/// Copies what changed since the last call into the shard's counters (relaxed atomics read by
+/// the admin endpoint). Called every 256 loop iterations and before sleeping, so the loop pays
+/// for a handful of atomic adds now and then, not per packet.
+fn publish(
+    counters: &turnstile_metrics::ShardCounters,
+    front: &FrontDoor,
+    report: &ShardReport,
+    last: &mut turnstile_frontdoor::FrontDoorStats,
+    last_report: &mut ShardReport,
+    iterations: u64,
+) {
+    let now = front.stats();
+    counters
+        .connections_accepted
+        .add(now.connections_accepted - last.connections_accepted);
+    counters
+        .connections_refused
+        .add(now.connections_refused - last.connections_refused);
+    counters
+        .retries_sent
+        .add(now.retries_sent - last.retries_sent);
+    counters.requests_total.add(now.requests - last.requests);
+    counters
+        .requests_rejected
+        .add(now.requests_rejected - last.requests_rejected);
+    counters
+        .requests_cancelled
+        .add(now.requests_cancelled - last.requests_cancelled);
+    *last = now;
+    let r = report;
+    let l = &*last_report;
+    counters
+        .datagrams_received
+        .add(r.datagrams_received - l.datagrams_received);
+    counters
+        .datagrams_sent
+        .add(r.transmits_sent - l.transmits_sent);
+    counters
+        .datagrams_steered_out
+        .add(r.datagrams_steered_out - l.datagrams_steered_out);
+    counters
+        .datagrams_steered_in
+        .add(r.datagrams_steered_in - l.datagrams_steered_in);
+    counters
+        .datagrams_steered_dropped
+        .add(r.datagrams_steered_dropped - l.datagrams_steered_dropped);
+    counters.ring_sleeps.add(r.sleeps - l.sleeps);
+    counters.loop_iterations.add(iterations);
+    *last_report = *report;
+    counters
+        .connections_open
+        .set(i64::try_from(front.connections()).unwrap_or(i64::MAX));
+    counters
+        .streams_open
+        .set(i64::try_from(front.streams_in_flight()).unwrap_or(i64::MAX));
 }

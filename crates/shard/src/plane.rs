@@ -152,6 +152,8 @@ pub(crate) struct Plane {
     writer: FrameWriter<'static>,
     reply: AgentReply,
     events: Option<Sender<PlaneEvent>>,
+    counters: std::sync::Arc<turnstile_metrics::ShardCounters>,
+    reports: std::sync::Arc<turnstile_metrics::AgentReports>,
     /// Agent connections closed for a protocol error or a wrong peer uid.
     pub(crate) links_failed: u64,
 }
@@ -167,6 +169,8 @@ impl Plane {
         shard: u16,
         spec: &PlaneSpec,
         events: Option<Sender<PlaneEvent>>,
+        counters: std::sync::Arc<turnstile_metrics::ShardCounters>,
+        reports: std::sync::Arc<turnstile_metrics::AgentReports>,
     ) -> Result<Plane, turnstile_dispatch::ConfigError> {
         assert_eq!(
             spec.agents.len(),
@@ -208,6 +212,8 @@ impl Plane {
             writer: FrameWriter::with_static_scratch(),
             reply: AgentReply::default(),
             events,
+            counters,
+            reports,
             links_failed: 0,
         })
     }
@@ -307,6 +313,7 @@ impl Plane {
         let mut restart = false;
         let dispatch = &mut self.dispatch;
         let reply = &mut self.reply;
+        let reports = &self.reports;
         let shard = self.shard;
         let result = link.handle_data(data, &mut self.writer, |event| match event {
             LinkEvent::Ready => ready = true,
@@ -326,7 +333,11 @@ impl Plane {
             },
             LinkEvent::Flow { user: None, pause: Some(p), .. } => flow = Some(p),
             LinkEvent::Flow { .. } => {}
-            LinkEvent::Metrics(_) => {}
+            LinkEvent::Metrics(m) => {
+                if let Err(e) = reports.record(agent_id, m) {
+                    tracing::debug!(shard, agent = %agent_id, error = %e, "agent metrics report refused");
+                }
+            }
             LinkEvent::ConfigUpdate(u) => {
                 if let Ok(s::config_update_request::update::RestartRequired(_)) =
                     u.get_update().which()
@@ -728,6 +739,7 @@ impl Plane {
                     };
                     self.free_keys.push(req.0);
                     self.by_front.remove(&p.front);
+                    self.count(&outcome);
                     let dispatch = &self.dispatch;
                     let name = |i: AgentIndex| dispatch.agent_id(i).to_owned();
                     front.complete(
@@ -745,6 +757,39 @@ impl Plane {
                         recycle(inbox, c);
                     }
                 }
+            }
+        }
+    }
+
+    /// Agent call and decision counters for one finished request.
+    fn count(&self, outcome: &turnstile_dispatch::Outcome) {
+        use turnstile_dispatch::AgentOutcome as O;
+        use turnstile_metrics::FailureReason as F;
+        let c = &self.counters;
+        c.decisions(match outcome.verdict {
+            turnstile_dispatch::Verdict::Allow => turnstile_metrics::Verdict::Allow,
+            turnstile_dispatch::Verdict::Block(_) => turnstile_metrics::Verdict::Block,
+            turnstile_dispatch::Verdict::Redirect(_) => turnstile_metrics::Verdict::Redirect,
+        })
+        .inc();
+        for t in &outcome.timings {
+            let i = usize::from(t.agent.0);
+            if i >= c.agent_count() {
+                continue;
+            }
+            let reason = match t.outcome {
+                O::Skipped | O::Cancelled => continue,
+                O::Allowed | O::Blocked | O::Redirected => None,
+                O::Timeout => Some(F::Timeout),
+                O::Error => Some(F::Error),
+                O::BreakerOpen => Some(F::BreakerOpen),
+                O::Unhealthy => Some(F::Unhealthy),
+                O::Saturated => Some(F::Saturated),
+            };
+            c.agent_calls(i).inc();
+            c.agent_call_duration(i).observe_us(u64::from(t.elapsed_us));
+            if let Some(r) = reason {
+                c.agent_failures(i, r).inc();
             }
         }
     }

@@ -169,6 +169,15 @@ fn run(
 
     let agents = agents::start(config)?;
     let shards = config.server.shard_count();
+    let registry = Arc::new(turnstile_metrics::Registry::new(
+        shards,
+        agents.plane.agents.iter().map(|a| a.id.clone()).collect(),
+        turnstile_metrics::BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            revision: String::new(),
+        },
+    ));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cores = core_ids(config, shards);
     let spin = match config.shard.spin {
         SpinPolicy::Fixed(us) => turnstile_shard::SpinPolicy::Fixed(us),
@@ -193,6 +202,9 @@ fn run(
             sqpoll: config.shard.sqpoll,
             plane: agents.plane.clone(),
             plane_events: agents.events.clone(),
+            // One counters block per shard, created just above for `shards` shards.
+            counters: registry.shards[i].clone(),
+            reports: registry.agents.clone(),
         })
         .collect();
 
@@ -207,6 +219,26 @@ fn run(
 
     let handles = turnstile_shard::start(specs, server_config, reset_key)
         .map_err(|e| format!("cannot start shards: {e}"))?;
+    let admin = match config.server.admin_listen {
+        Some(addr) => {
+            let flag = draining.clone();
+            let health: turnstile_metrics::HealthFn = Arc::new(move || {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    turnstile_metrics::HealthSnapshot::Unavailable("draining".into())
+                } else {
+                    turnstile_metrics::HealthSnapshot::Ok
+                }
+            });
+            let handle = turnstile_metrics::AdminServer::start(addr, registry.clone(), health)
+                .map_err(|e| format!("admin endpoint on {addr}: {e}"))?;
+            println!(
+                "turnstile: admin endpoint on http://{}/metrics and /healthz",
+                handle.local_addr()
+            );
+            Some(handle)
+        }
+        None => None,
+    };
     println!(
         "turnstile: listening on {} (QUIC, ALPN turnstile/1) with {shards} shard(s) on cores {:?}; io_uring {:?}, GSO {}, GRO {}; kernel {}",
         config.server.listen,
@@ -250,6 +282,7 @@ fn run(
         signal.unwrap_or(0),
         drain.as_millis()
     );
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + drain;
     for h in &handles {
         h.send(Control::Drain { deadline });
@@ -279,6 +312,9 @@ fn run(
     }
     if let Some(s) = &agents.supervisor {
         s.stop_all(Duration::from_secs(2));
+    }
+    if let Some(a) = admin {
+        a.stop();
     }
     match failed {
         Some(e) => Err(e),

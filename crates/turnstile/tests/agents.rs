@@ -388,3 +388,67 @@ async fn body_chunks_on_later_frames_reach_body_agents() {
     );
     assert_eq!(body_request("second part, also harmless").await, "allow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_shows_turnstile_and_agent_series() {
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "[agents.noop]\ncommand = [\"{}\", \"--socket\", \"{{socket}}\", \"--metrics-interval-ms\", \"100\"]\n[[routes]]\nid = \"default\"\nchain = [[\"noop\"]]\n",
+        agent_binary("noop").display()
+    );
+    let server = Server::start(
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        &config,
+    );
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    for _ in 0..5 {
+        let (v, _, _) =
+            common::decision(&call(&conn, &decide("", "GET", "/", "", &[])).await.unwrap());
+        assert_eq!(v, "allow");
+    }
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = get("/metrics");
+        let requests: u64 = body
+            .lines()
+            .filter(|l| l.starts_with("turnstile_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let calls: u64 = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("turnstile_agent_calls_total{") && l.contains("agent=\"noop\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let agent_series = body.lines().any(|l| {
+            !l.starts_with('#') && !l.starts_with("turnstile_") && l.contains("agent_id=\"noop\"")
+        });
+        if requests >= 5 && calls >= 5 && agent_series {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the requests ({requests}), calls ({calls}) and agent series ({agent_series}):\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
