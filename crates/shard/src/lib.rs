@@ -318,7 +318,7 @@ fn run(
     let mut iterations: u32 = 0;
     loop {
         iterations = iterations.wrapping_add(1);
-        if iterations % 256 == 0 {
+        if iterations.is_multiple_of(256) {
             publish(
                 &counters,
                 &front,
