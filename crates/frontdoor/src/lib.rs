@@ -63,6 +63,7 @@ pub struct FrontDoorConfig {
 /// What the front door itself reports in `HelloAck` and `StatusEvent`.
 struct Snapshot {
     shard: u8,
+    draining: bool,
     max_request_bytes: usize,
     max_streams: u32,
     connections: usize,
@@ -413,6 +414,7 @@ impl FrontDoor {
         let max_request_bytes = self.cfg.max_request_bytes;
         let max_streams = self.cfg.max_streams;
         let connections = self.open_conns;
+        let draining = !self.accepting;
         let Some(c) = self.conns.get_mut(ch.0).and_then(Option::as_mut) else {
             return;
         };
@@ -461,6 +463,7 @@ impl FrontDoor {
                                 max_request_bytes,
                                 max_streams,
                                 connections,
+                                draining,
                                 &mut self.pool,
                                 &mut self.writer,
                                 &mut self.stats,
@@ -483,6 +486,7 @@ impl FrontDoor {
                         max_request_bytes,
                         max_streams,
                         connections,
+                        draining,
                         &mut self.pool,
                         &mut self.writer,
                         &mut self.stats,
@@ -573,6 +577,7 @@ impl FrontDoor {
         max_request_bytes: usize,
         max_streams: u32,
         connections: usize,
+        draining: bool,
         pool: &mut BufferPool,
         writer: &mut FrameWriter<'static>,
         stats: &mut FrontDoorStats,
@@ -675,6 +680,7 @@ impl FrontDoor {
                     };
                     let snapshot = Snapshot {
                         shard,
+                        draining,
                         max_request_bytes,
                         max_streams,
                         connections,
@@ -828,6 +834,15 @@ fn answer_frame<H: RequestHandler>(
         }
     };
     let correlation_id = request.get_correlation_id();
+    if snapshot.draining {
+        stats.requests_rejected += 1;
+        sink.error(
+            correlation_id,
+            ErrorCode::ShuttingDown,
+            "the server is draining: send this request on another connection or later",
+        );
+        return Reply::Ready;
+    }
     if info.zero_rtt && !replay_safe(request) {
         stats.requests_rejected += 1;
         sink.error(

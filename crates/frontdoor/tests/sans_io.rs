@@ -234,11 +234,14 @@ fn draining_refuses_new_connections() {
     );
     let _ = ch2;
     assert_eq!(p.server.stats().connections_refused, 1);
-    // The existing connection still works.
+    // The existing connection stays open, but new requests on it are refused with a typed
+    // error telling the client to go elsewhere.
     let f = p.echo_frame(3, b"still");
     let id = p.send(&f, true);
     p.drive(&mut h);
-    assert_eq!(parse_response(&p.recv(id).0), (3, "echo:still".into()));
+    let (cid, what) = parse_response(&p.recv(id).0);
+    assert_eq!(cid, 3);
+    assert!(what.starts_with("error:ShuttingDown"), "{what}");
 }
 
 #[test]
