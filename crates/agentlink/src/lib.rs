@@ -13,5 +13,7 @@ pub mod limits;
 mod link;
 mod pool;
 
-pub use link::{CancelWhy, Capabilities, EventSet, Interest, Link, LinkError, LinkEvent};
+pub use link::{
+    CancelWhy, Capabilities, EventSet, Interest, Link, LinkError, LinkEvent, read_capabilities,
+};
 pub use pool::{Pool, Slot};

@@ -547,7 +547,9 @@ fn text(t: capnp::text::Reader<'_>) -> Result<String, LinkError> {
         .map_err(|e| LinkError::Protocol(format!("text field is not UTF-8: {e}")))
 }
 
-fn read_capabilities(c: s::agent_capabilities::Reader<'_>) -> Result<Capabilities, LinkError> {
+/// Reads an agent's `AgentCapabilities` (from `handshake.accepted`), checking the protocol version,
+/// the encoding and the interest bounds. Shared by socket links and in-process (WASM) agents.
+pub fn read_capabilities(c: s::agent_capabilities::Reader<'_>) -> Result<Capabilities, LinkError> {
     if c.get_protocol_version() != AGENT_PROTOCOL_VERSION {
         return Err(LinkError::Protocol(format!(
             "agent picked protocol version {}, turnstile speaks {}",

@@ -128,6 +128,13 @@ impl Pool {
             .map(|(i, _)| i)
     }
 
+    /// Whether any connection is paused by its agent.
+    pub fn any_paused(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.link.as_ref().is_some_and(Link::is_paused))
+    }
+
     /// Whether any connection is ready.
     pub fn any_ready(&self) -> bool {
         self.slots

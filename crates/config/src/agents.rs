@@ -80,7 +80,6 @@ pub(crate) struct FileRoute {
     pub id: String,
     pub chain: Vec<Vec<String>>,
     pub fail_mode: String,
-    pub fail_status: Option<i64>,
 }
 
 /// What a failed agent call turns into.
@@ -150,6 +149,9 @@ pub struct AgentConfig {
     pub queue_timeout: Duration,
     /// What a failed call turns into.
     pub fail_mode: FailMode,
+    /// Status of a fail-closed block for this agent (also when a route overrides an open agent
+    /// to closed).
+    pub fail_status: u16,
     /// Circuit breaker.
     pub breaker: BreakerConfig,
     /// Agent-specific configuration text pushed with the `configure` event.
@@ -294,6 +296,7 @@ pub(crate) fn agents(
                 limits::AGENT_TIMEOUT_MS_MAX,
             )?),
             fail_mode: fail_mode(&format!("agents.{id}.fail"), &f.fail_mode, f.fail_status)?,
+            fail_status: ranged(&key("fail_status"), f.fail_status, 400, 599)?,
             breaker: BreakerConfig {
                 consecutive_failures: ranged(
                     &bkey("consecutive_failures"),
@@ -311,11 +314,21 @@ pub(crate) fn agents(
                     &bkey("window_ms"),
                     b.window_ms,
                     10,
-                    3_600_000,
+                    limits::BREAKER_MS_MAX,
                 )?),
                 min_calls: ranged(&bkey("min_calls"), b.min_calls, 1, 1_000_000)?,
-                open_for: Duration::from_millis(ranged(&bkey("open_ms"), b.open_ms, 1, 3_600_000)?),
-                half_open_probes: ranged(&bkey("half_open_probes"), b.half_open_probes, 1, 1000)?,
+                open_for: Duration::from_millis(ranged(
+                    &bkey("open_ms"),
+                    b.open_ms,
+                    1,
+                    limits::BREAKER_MS_MAX,
+                )?),
+                half_open_probes: ranged(
+                    &bkey("half_open_probes"),
+                    b.half_open_probes,
+                    1,
+                    limits::BREAKER_PROBES_MAX,
+                )?,
             },
             config: f.config.clone(),
         });
@@ -368,6 +381,17 @@ pub(crate) fn routes(
                 ),
             ));
         }
+        let total: usize = r.chain.iter().map(Vec::len).sum();
+        if total as u64 > limits::AGENTS_PER_ROUTE_MAX {
+            return Err(ConfigError::invalid(
+                key("chain"),
+                format!("[{total} agents]"),
+                format!(
+                    "a route has at most {} agents",
+                    limits::AGENTS_PER_ROUTE_MAX
+                ),
+            ));
+        }
         let mut seen = HashSet::new();
         for group in &r.chain {
             if group.is_empty() || group.len() as u64 > limits::AGENTS_PER_GROUP_MAX {
@@ -397,11 +421,8 @@ pub(crate) fn routes(
         let fail_mode = if r.fail_mode.is_empty() {
             None
         } else {
-            Some(fail_mode(
-                &key("fail"),
-                &r.fail_mode,
-                r.fail_status.unwrap_or(503),
-            )?)
+            // A route overrides the mode only; a closed block uses each agent's fail_status.
+            Some(fail_mode(&key("fail"), &r.fail_mode, 503)?)
         };
         out.push(RouteConfig {
             id: id.to_owned(),

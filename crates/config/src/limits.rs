@@ -81,4 +81,11 @@ pub const AGENT_CONNECTIONS_MAX: u64 = 32;
 /// Longest agent call timeout.
 pub const AGENT_TIMEOUT_MS_MAX: u64 = 600_000;
 /// Most calls in flight per agent per shard.
-pub const AGENT_IN_FLIGHT_MAX: u64 = 65_536;
+pub const AGENT_IN_FLIGHT_MAX: u64 = 4096;
+
+/// Agents in one route, all groups together.
+pub const AGENTS_PER_ROUTE_MAX: u64 = 32;
+/// Longest breaker window or open period.
+pub const BREAKER_MS_MAX: u64 = 600_000;
+/// Most half-open probe calls.
+pub const BREAKER_PROBES_MAX: u64 = 64;

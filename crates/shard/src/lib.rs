@@ -275,7 +275,6 @@ fn run(
         ..RingConfig::default()
     };
     let mut ring = Ring::new(&ring_config).map_err(|source| ShardError::Ring { shard, source })?;
-    let _ = ready_tx.send(ring.waker());
     tracing::debug!(
         shard,
         mode = ?ring.setup_mode(),
@@ -296,6 +295,8 @@ fn run(
         spec.reports.clone(),
     )
     .map_err(|source| ShardError::Plane { shard, source })?;
+    // Ready only once everything that can refuse the configuration has accepted it.
+    let _ = ready_tx.send(ring.waker());
     let mut spinner = Spinner::new(spec.spin);
     let mut arena = BytesMut::with_capacity(RECV_ARENA_BYTES);
     let mut txbuf: Vec<u8> = Vec::with_capacity(TRANSMIT_BYTES_MAX);

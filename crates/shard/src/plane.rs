@@ -124,6 +124,12 @@ struct Pending {
     chunks: Vec<Vec<u8>>,
     /// Calls started for this request (some may be over).
     calls: Vec<u64>,
+    /// The body is complete (no chunk or a last chunk seen).
+    body_done: bool,
+    /// The body is a response body.
+    response_side: bool,
+    /// Calls that got the synthetic end-of-body chunk.
+    ended: Vec<u64>,
 }
 
 struct AgentRt {
@@ -148,7 +154,10 @@ pub(crate) struct Plane {
     by_front: HashMap<RequestId, u32>,
     calls: HashMap<u64, (u16, u16, u64)>,
     dirty: Vec<(u16, u16)>,
+    retry: Vec<(u16, u16)>,
     closing: Vec<Token>,
+    finished: Vec<u64>,
+    wants_more: Vec<u64>,
     writer: FrameWriter<'static>,
     reply: AgentReply,
     events: Option<Sender<PlaneEvent>>,
@@ -208,7 +217,10 @@ impl Plane {
             by_front: HashMap::with_capacity(1024),
             calls: HashMap::with_capacity(1024),
             dirty: Vec::with_capacity(64),
+            retry: Vec::new(),
             closing: Vec::new(),
+            finished: Vec::new(),
+            wants_more: Vec::new(),
             writer: FrameWriter::with_static_scratch(),
             reply: AgentReply::default(),
             events,
@@ -315,9 +327,20 @@ impl Plane {
         let reply = &mut self.reply;
         let reports = &self.reports;
         let shard = self.shard;
+        let finished = &mut self.finished;
+        let wants_more = &mut self.wants_more;
         let result = link.handle_data(data, &mut self.writer, |event| match event {
             LinkEvent::Ready => ready = true,
-            LinkEvent::Reply { user, response, .. } => {
+            LinkEvent::Reply {
+                user,
+                response,
+                last,
+            } => {
+                if last {
+                    finished.push(user);
+                } else {
+                    wants_more.push(user);
+                }
                 let call = CallId::from_u64(user);
                 match convert::read_reply(response, reply) {
                     Ok(()) => dispatch.handle_reply(now, call, reply),
@@ -357,6 +380,10 @@ impl Plane {
             }
         });
         self.mark_dirty(a, slot);
+        for user in self.finished.drain(..) {
+            self.calls.remove(&user);
+        }
+        self.end_bodies();
         if let Err(e) = result {
             tracing::warn!(shard = self.shard, agent = %self.agents[ai].setup.id, error = %e, "closing agent connection");
             self.links_failed += 1;
@@ -401,9 +428,7 @@ impl Plane {
         else {
             return;
         };
-        if rt.caps_known {
-            return;
-        }
+        // Every handshake may bring new capabilities (an upgraded or reconfigured agent).
         rt.caps_known = true;
         rt.subscribes_request_body = caps.events.contains(s::EventType::RequestBody);
         rt.subscribes_response_body = caps.events.contains(s::EventType::ResponseBody);
@@ -460,6 +485,12 @@ impl Plane {
             self.calls.remove(&user);
             self.dispatch
                 .handle_call_failed(now, CallId::from_u64(user), why);
+        }
+        // A pause belongs to the connection that asked for it: once no connection of the agent
+        // is paused any more, the agent is not either (a restarted agent never resumes).
+        let agent = AgentIndex(a);
+        if self.dispatch.is_paused(agent) && !self.agents[a as usize].pool.any_paused() {
+            self.dispatch.handle_flow(now, agent, false);
         }
     }
 
@@ -545,7 +576,7 @@ impl Plane {
             }
         };
         let result =
-            (|| -> Result<(u64, Result<(), turnstile_dispatch::DispatchError>), WireError> {
+            (|| -> Result<(u64, bool, bool, Result<(), turnstile_dispatch::DispatchError>), WireError> {
                 let msg = Message::parse(FrameKind::Request, &payload)?;
                 let req = msg.root::<turnstile_wire::request::Owned>()?;
                 let cid = req.get_correlation_id();
@@ -580,8 +611,22 @@ impl Plane {
                         }
                     }
                 }
-                if convert::inline_body(phase)?.is_some() {
-                    has_body = true;
+                // A body is declared when the first chunk has data or more chunks follow.
+                let (body, response_side) = match phase.which()? {
+                    decide::phase::Request(r) => {
+                        let r = r?;
+                        (r.has_body().then(|| r.get_body()).transpose()?, false)
+                    }
+                    decide::phase::Response(r) => {
+                        let r = r?;
+                        (r.has_body().then(|| r.get_body()).transpose()?, true)
+                    }
+                    _ => (None, false),
+                };
+                let mut body_done = true;
+                if let Some(b) = body {
+                    body_done = b.get_is_last();
+                    has_body = !b.get_data()?.is_empty() || !body_done;
                 }
                 let view = RequestView {
                     event,
@@ -592,22 +637,27 @@ impl Plane {
                 };
                 Ok((
                     cid,
+                    body_done,
+                    response_side,
                     self.dispatch
                         .handle_request(now, RequestKey(key), route, &view),
                 ))
             })();
         match result {
-            Ok((cid, Ok(()))) => {
+            Ok((cid, body_done, response_side, Ok(()))) => {
                 self.requests[key as usize] = Some(Pending {
                     front: front_id,
                     payload,
                     correlation_id: cid,
                     chunks: Vec::new(),
                     calls: Vec::new(),
+                    body_done,
+                    response_side,
+                    ended: Vec::new(),
                 });
                 self.by_front.insert(front_id, key);
             }
-            Ok((cid, Err(e))) => {
+            Ok((cid, _, _, Err(e))) => {
                 self.free_keys.push(key);
                 let code = match e {
                     turnstile_dispatch::DispatchError::UnknownRoute => ErrorCode::UnknownRoute,
@@ -661,6 +711,9 @@ impl Plane {
             if !self.dirty.contains(&(a, slot)) {
                 self.dirty.push((a, slot));
             }
+        }
+        if chunk_is_last(&frame) {
+            p.body_done = true;
         }
         p.chunks.push(frame);
     }
@@ -739,6 +792,25 @@ impl Plane {
                     };
                     self.free_keys.push(req.0);
                     self.by_front.remove(&p.front);
+                    // Calls still open when the request is decided are moot: cancel them (the
+                    // dispatch usually did already) and forget them.
+                    let winner = outcome
+                        .decided_by
+                        .map(|a| self.dispatch.agent_id(a).to_owned());
+                    for call in &p.calls {
+                        if let Some((a, slot, cid)) = self.calls.remove(call)
+                            && let Some(link) = self.agents[a as usize].pool.link(slot as usize)
+                        {
+                            let why = match &winner {
+                                Some(w) => CancelWhy::BlockedByAgent(w),
+                                None => CancelWhy::Timeout,
+                            };
+                            link.cancel(cid, why, unix_ms(), &mut self.writer);
+                            if !self.dirty.contains(&(a, slot)) {
+                                self.dirty.push((a, slot));
+                            }
+                        }
+                    }
                     self.count(&outcome);
                     let dispatch = &self.dispatch;
                     let name = |i: AgentIndex| dispatch.agent_id(i).to_owned();
@@ -899,12 +971,76 @@ impl Plane {
             }
             match ring.uds_write(token, link.output()) {
                 Ok(()) => link.consume_output(n),
+                Err(turnstile_uring::UdsError::WriteQueueFull { .. }) => {
+                    // The ring's queue drains as writes complete: keep the bytes, try again on
+                    // the next loop iteration. The link's own queue bound refuses new calls
+                    // long before this grows without limit.
+                    self.retry.push((a, slot));
+                }
                 Err(e) => {
-                    tracing::warn!(shard = self.shard, error = %e, "agent write queue refused bytes; closing the connection");
+                    tracing::warn!(shard = self.shard, error = %e, "agent connection refused bytes; closing it");
                     self.closing.push(token);
                 }
             }
         }
+        self.dirty.append(&mut self.retry);
+    }
+
+    /// Calls whose agent asked for more body (`needMore`) although the body is complete get one
+    /// empty final chunk, so the agent decides instead of waiting for its timeout.
+    fn end_bodies(&mut self) {
+        while let Some(user) = self.wants_more.pop() {
+            let Some(&(a, slot, cid)) = self.calls.get(&user) else {
+                continue;
+            };
+            let Some(p) = self
+                .requests
+                .iter_mut()
+                .flatten()
+                .find(|p| p.calls.contains(&user))
+            else {
+                continue;
+            };
+            if !p.body_done || p.ended.contains(&user) {
+                continue; // more chunks will come, or the end was already sent
+            }
+            p.ended.push(user);
+            let response_side = p.response_side;
+            let Some(link) = self.agents[a as usize].pool.link(slot as usize) else {
+                continue;
+            };
+            let sent = link.send_on_call(cid, &mut self.writer, |m| {
+                let mut c = if response_side {
+                    m.init_response_body_chunk()
+                } else {
+                    m.init_request_body_chunk()
+                };
+                c.set_is_last(true);
+                Ok(())
+            });
+            if sent.is_ok() && !self.dirty.contains(&(a, slot)) {
+                self.dirty.push((a, slot));
+            }
+        }
+    }
+}
+
+/// Whether a continuation frame carries the last chunk of its body.
+fn chunk_is_last(frame: &[u8]) -> bool {
+    let Ok(msg) = Message::parse(FrameKind::Request, frame) else {
+        return false;
+    };
+    let Ok(root) = msg.root::<turnstile_wire::request::Owned>() else {
+        return false;
+    };
+    let Ok(request::Decide(Ok(d))) = root.which() else {
+        return false;
+    };
+    match d.get_phase().which() {
+        Ok(decide::phase::RequestBody(Ok(b)) | decide::phase::ResponseBody(Ok(b))) => {
+            b.get_is_last()
+        }
+        _ => false,
     }
 }
 

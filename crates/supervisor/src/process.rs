@@ -111,6 +111,8 @@ impl AgentProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // Agents die with turnstile, even when turnstile is killed outright.
+        turnstile_uring::process::terminate_with_parent(&mut command);
         let mut child = command.spawn().map_err(|source| {
             let command = spec.argv[0].clone();
             let agent_id = spec.agent_id.clone();

@@ -104,7 +104,8 @@ pub fn start(config: &Config) -> Result<Agents, String> {
             connections: a.connections as usize,
             config: a.config.clone().into_bytes(),
         });
-        let (fail_mode, fail_closed_status) = dispatch_fail_mode(a.fail_mode);
+        let (fail_mode, _) = dispatch_fail_mode(a.fail_mode);
+        let fail_closed_status = a.fail_status;
         let mut spec = AgentSpec::new(&a.id);
         spec.timeout = a.timeout;
         spec.max_in_flight = a.max_in_flight;
@@ -137,6 +138,16 @@ pub fn start(config: &Config) -> Result<Agents, String> {
         plane.routes.push(route);
     }
 
+    // The shards build their dispatch from this; refuse here, clearly, what they would refuse.
+    turnstile_dispatch::Dispatch::new(plane.policies.clone(), plane.routes.clone())
+        .map_err(|e| format!("agents and routes: {e}"))?;
+    let connections: usize = plane.agents.iter().map(|a| a.connections).sum();
+    if connections > turnstile_uring::limits::UDS_CONNECTIONS_MAX {
+        return Err(format!(
+            "agents: {connections} connections per shard in all (the sum of every agent's `connections`), but a shard holds at most {}; lower some agents' `connections`",
+            turnstile_uring::limits::UDS_CONNECTIONS_MAX
+        ));
+    }
     let supervisor = if processes.is_empty() {
         None
     } else {

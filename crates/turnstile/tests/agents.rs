@@ -452,3 +452,43 @@ async fn metrics_endpoint_shows_turnstile_and_agent_series() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_agents_die_with_a_killed_turnstile() {
+    let config = format!(
+        "{}\n[[routes]]\nid = \"default\"\nchain = [[\"noop\"]]\n",
+        agent_table("noop", "noop", "")
+    );
+    let mut server = Server::start("", &config);
+    // The supervisor logs "agent started" with the pid before the listening line.
+    let mut pid = None;
+    for line in server.drain_lines() {
+        if line.contains("agent started")
+            && let Some(p) = line.split("pid=").nth(1)
+        {
+            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+            pid = digits.parse::<u32>().ok();
+        }
+    }
+    let pid = pid.expect("the supervisor logged the agent's pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    server.kill(); // SIGKILL: no drain, no supervisor shutdown
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its new parent to reap it.
+        if stat.is_empty()
+            || stat
+                .split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent {pid} outlived turnstile: {stat}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

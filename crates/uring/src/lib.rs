@@ -37,6 +37,7 @@ mod error;
 pub mod limits;
 mod mem;
 mod probe;
+pub mod process;
 mod queue;
 mod ring;
 mod send;

@@ -19,6 +19,8 @@ pub struct Server {
     pub cert: CertificateDer<'static>,
     pub dir: tempfile::TempDir,
     lines: mpsc::Receiver<String>,
+    /// Every output line seen so far.
+    pub history: Vec<String>,
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -34,8 +36,9 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshards = 2\nstate_dir = \"{}\"\n{server_extra}\n{extra}\n",
-            dir.path().join("state").display()
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshards = 2\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n{server_extra}\n{extra}\n",
+            dir.path().join("state").display(),
+            dir.path().join("run").display()
         );
         let path = dir.path().join("turnstile.toml");
         std::fs::write(&path, config).expect("write config");
@@ -66,6 +69,7 @@ impl Server {
             cert: CertificateDer::from(Vec::new()),
             dir,
             lines: rx,
+            history: Vec::new(),
         };
         server.wait_for_line("listening on", Duration::from_secs(20));
         let pem = std::fs::read(server.dir.path().join("state/dev-cert.pem")).expect("dev cert");
@@ -81,8 +85,14 @@ impl Server {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
+                Ok(line) if line.contains(needle) => {
+                    self.history.push(line.clone());
+                    return line;
+                }
+                Ok(line) => {
+                    self.history.push(line.clone());
+                    seen.push(line)
+                }
                 Err(_) => panic!(
                     "no line with {needle:?}; output so far:\n{}",
                     seen.join("\n")
@@ -93,7 +103,15 @@ impl Server {
 
     /// Every output line received so far.
     pub fn drain_lines(&mut self) -> Vec<String> {
-        self.lines.try_iter().collect()
+        let fresh: Vec<String> = self.lines.try_iter().collect();
+        self.history.extend(fresh.iter().cloned());
+        self.history.clone()
+    }
+
+    /// Kills the server outright (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn signal(&self, sig: &str) {
