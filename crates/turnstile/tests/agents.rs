@@ -492,3 +492,28 @@ async fn supervised_agents_die_with_a_killed_turnstile() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodyless_post_is_decided_not_timed_out() {
+    let config = format!(
+        "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
+        agent_table("waf", "waf", "timeout_ms = 2000")
+    );
+    let server = Server::start("", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let bytes = call(&conn, &decide("", "POST", "/orders", "", &[]))
+            .await
+            .unwrap();
+        let (v, _, timings) = common::decision(&bytes);
+        assert_eq!(v, "allow");
+        assert_eq!(timings[0].1, "Allowed");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+}
