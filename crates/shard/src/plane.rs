@@ -158,6 +158,8 @@ pub(crate) struct Plane {
     closing: Vec<Token>,
     finished: Vec<u64>,
     wants_more: Vec<u64>,
+    /// Emptied per-request call lists, reused so a request costs no allocation.
+    spare_calls: Vec<Vec<u64>>,
     writer: FrameWriter<'static>,
     reply: AgentReply,
     events: Option<Sender<PlaneEvent>>,
@@ -221,6 +223,7 @@ impl Plane {
             closing: Vec::new(),
             finished: Vec::new(),
             wants_more: Vec::new(),
+            spare_calls: Vec::new(),
             writer: FrameWriter::with_static_scratch(),
             reply: AgentReply::default(),
             events,
@@ -517,8 +520,20 @@ impl Plane {
                 self.dispatch.handle_cancel(now, RequestKey(key));
                 if let Some(p) = self.requests[key as usize].take() {
                     self.free_keys.push(key);
-                    recycle(inbox, p.payload);
-                    for c in p.chunks {
+                    let Pending {
+                        payload,
+                        chunks,
+                        mut calls,
+                        mut ended,
+                        ..
+                    } = p;
+                    for v in [&mut calls, &mut ended] {
+                        v.clear();
+                    }
+                    self.spare_calls.push(calls);
+                    self.spare_calls.push(ended);
+                    recycle(inbox, payload);
+                    for c in chunks {
                         recycle(inbox, c);
                     }
                 }
@@ -650,10 +665,10 @@ impl Plane {
                     payload,
                     correlation_id: cid,
                     chunks: Vec::new(),
-                    calls: Vec::new(),
+                    calls: self.spare_calls.pop().unwrap_or_default(),
                     body_done,
                     response_side,
-                    ended: Vec::new(),
+                    ended: self.spare_calls.pop().unwrap_or_default(),
                 });
                 self.by_front.insert(front_id, key);
             }
@@ -770,17 +785,15 @@ impl Plane {
                     let Some((a, slot, cid)) = self.calls.remove(&call.to_u64()) else {
                         continue;
                     };
-                    let winner;
-                    let why = match reason {
-                        CancelReason::ClientDisconnect => CancelWhy::ClientDisconnect,
-                        CancelReason::Timeout => CancelWhy::Timeout,
-                        CancelReason::BlockedByAgent { agent } => {
-                            winner = self.dispatch.agent_id(agent).to_owned();
-                            CancelWhy::BlockedByAgent(&winner)
-                        }
-                    };
                     let _ = agent;
                     if let Some(link) = self.agents[a as usize].pool.link(slot as usize) {
+                        let why = match reason {
+                            CancelReason::ClientDisconnect => CancelWhy::ClientDisconnect,
+                            CancelReason::Timeout => CancelWhy::Timeout,
+                            CancelReason::BlockedByAgent { agent } => {
+                                CancelWhy::BlockedByAgent(self.dispatch.agent_id(agent))
+                            }
+                        };
                         link.cancel(cid, why, unix_ms(), &mut self.writer);
                         self.mark_dirty(a, slot);
                     }
@@ -794,15 +807,12 @@ impl Plane {
                     self.by_front.remove(&p.front);
                     // Calls still open when the request is decided are moot: cancel them (the
                     // dispatch usually did already) and forget them.
-                    let winner = outcome
-                        .decided_by
-                        .map(|a| self.dispatch.agent_id(a).to_owned());
                     for call in &p.calls {
                         if let Some((a, slot, cid)) = self.calls.remove(call)
                             && let Some(link) = self.agents[a as usize].pool.link(slot as usize)
                         {
-                            let why = match &winner {
-                                Some(w) => CancelWhy::BlockedByAgent(w),
+                            let why = match outcome.decided_by {
+                                Some(w) => CancelWhy::BlockedByAgent(self.dispatch.agent_id(w)),
                                 None => CancelWhy::Timeout,
                             };
                             link.cancel(cid, why, unix_ms(), &mut self.writer);
@@ -824,8 +834,19 @@ impl Plane {
                         inbox,
                     );
                     self.dispatch.recycle(outcome);
-                    recycle(inbox, p.payload);
-                    for c in p.chunks {
+                    let Pending {
+                        payload,
+                        chunks,
+                        mut calls,
+                        mut ended,
+                        ..
+                    } = p;
+                    calls.clear();
+                    ended.clear();
+                    self.spare_calls.push(calls);
+                    self.spare_calls.push(ended);
+                    recycle(inbox, payload);
+                    for c in chunks {
                         recycle(inbox, c);
                     }
                 }
