@@ -96,10 +96,6 @@ pub struct ShardConfig {
     pub ring_entries: u32,
     /// Whether the ring uses a kernel submission-polling thread.
     pub sqpoll: bool,
-    /// Pre-allocated packet buffers per shard.
-    pub slab_buffers: u32,
-    /// Size of each packet buffer.
-    pub slab_buffer_bytes: u32,
 }
 
 /// Congestion controller of every connection (`quic.congestion`).
@@ -417,35 +413,10 @@ fn shard(f: &FileShard) -> Result<ShardConfig, ConfigError> {
             "must be a power of two",
         ));
     }
-    let slab_buffers: u32 = ranged(
-        "shard.slab_buffers",
-        f.slab_buffers,
-        1,
-        limits::SLAB_BUFFERS_MAX,
-    )?;
-    let slab_buffer_bytes: u32 = ranged(
-        "shard.slab_buffer_bytes",
-        f.slab_buffer_bytes,
-        limits::SLAB_BUFFER_BYTES_MIN,
-        limits::SLAB_BUFFER_BYTES_MAX,
-    )?;
-    let slab_bytes = u64::from(slab_buffers) * u64::from(slab_buffer_bytes);
-    if slab_bytes > limits::SLAB_BYTES_MAX {
-        return Err(ConfigError::invalid(
-            "shard.slab_buffers",
-            slab_buffers.to_string(),
-            format!(
-                "slab_buffers × slab_buffer_bytes = {slab_bytes} bytes, more than {} per shard",
-                limits::SLAB_BYTES_MAX
-            ),
-        ));
-    }
     Ok(ShardConfig {
         spin,
         ring_entries,
         sqpoll: f.sqpoll,
-        slab_buffers,
-        slab_buffer_bytes,
     })
 }
 

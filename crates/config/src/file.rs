@@ -56,8 +56,6 @@ pub(crate) struct FileShard {
     pub spin_us: Option<i64>,
     pub ring_entries: i64,
     pub sqpoll: bool,
-    pub slab_buffers: i64,
-    pub slab_buffer_bytes: i64,
 }
 
 /// `shard.spin_us` when the key is absent.
@@ -70,8 +68,6 @@ impl Default for FileShard {
             spin_us: None,
             ring_entries: 1024,
             sqpoll: false,
-            slab_buffers: 4096,
-            slab_buffer_bytes: 2048,
         }
     }
 }

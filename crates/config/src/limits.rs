@@ -24,18 +24,6 @@ pub const RING_ENTRIES_MIN: u64 = 8;
 /// Most `shard.ring_entries` (the kernel's `IORING_MAX_ENTRIES`).
 pub const RING_ENTRIES_MAX: u64 = 32_768;
 
-/// Most `shard.slab_buffers`.
-pub const SLAB_BUFFERS_MAX: u64 = 1 << 20;
-
-/// Smallest `shard.slab_buffer_bytes`: QUIC's smallest datagram (RFC 9000 §14).
-pub const SLAB_BUFFER_BYTES_MIN: u64 = 1200;
-
-/// Largest `shard.slab_buffer_bytes`: one maximal UDP payload, rounded up.
-pub const SLAB_BUFFER_BYTES_MAX: u64 = 64 * 1024;
-
-/// Most memory one shard's slab may take (`slab_buffers × slab_buffer_bytes`): 1 GiB.
-pub const SLAB_BYTES_MAX: u64 = 1 << 30;
-
 /// Most `quic.max_concurrent_bidi_streams`.
 pub const STREAMS_PER_CONNECTION_MAX: u64 = 100_000;
 
@@ -65,7 +53,6 @@ pub const WINDOW_BYTES_MAX: u64 = 1 << 30;
 pub const TLS_SESSION_CACHE_ENTRIES: usize = 65_536;
 
 const _: () = assert!(WINDOW_BYTES_MAX <= u32::MAX as u64);
-const _: () = assert!(SLAB_BUFFER_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(SHARDS_MAX <= CORE_ID_MAX + 1);
 
 /// Agents one configuration may define.

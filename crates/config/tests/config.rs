@@ -30,10 +30,6 @@ fn embedded_default_loads_and_validates() {
     assert_eq!(cfg.shard.spin, SpinPolicy::Fixed(50));
     assert_eq!(cfg.shard.ring_entries, 1024);
     assert!(!cfg.shard.sqpoll);
-    assert_eq!(
-        (cfg.shard.slab_buffers, cfg.shard.slab_buffer_bytes),
-        (4096, 2048)
-    );
     assert_eq!(cfg.quic.max_concurrent_bidi_streams, 1024);
     assert_eq!(cfg.quic.idle_timeout, Duration::from_secs(30));
     assert_eq!(cfg.quic.keep_alive, Some(Duration::from_secs(10)));
@@ -271,10 +267,6 @@ fn range_and_consistency_errors() {
         (
             "[shard]\nring_entries = 1000",
             "shard.ring_entries = 1000: must be a power of two",
-        ),
-        (
-            "[shard]\nslab_buffer_bytes = 512",
-            "shard.slab_buffer_bytes = 512: must be between 1200 and 65536",
         ),
         (
             "[quic]\nidle_timeout_ms = -5",
