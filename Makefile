@@ -2,15 +2,17 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
-CONFIG ?=
 # Where cargo puts build output; CI points it outside the clone so repeated runs reuse builds.
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: run build test fmt-check clippy schema schema-check unit deps bench bench-micro fuzz clean
+.PHONY: run build test fmt-check clippy schema schema-check unit deps bench bench-micro bench-echo fuzz clean
 
-## run: install what is missing, build in release mode, start turnstile on the embedded default config
+## run: install what is missing, build in release mode, start the demo (configs/demo.toml:
+## auth, then waf + ratelimit in parallel). CONFIG=file to use another config, CONFIG= for the
+## embedded default (no agents).
+CONFIG ?= configs/demo.toml
 run: deps
-	$(CARGO) build --release -p turnstile
+	$(CARGO) build --release -p turnstile -p turnstile-agents -p turnstile-client
 	$(CARGO_TARGET_DIR)/release/turnstile serve $(if $(CONFIG),--config $(CONFIG),)
 
 build:
@@ -49,9 +51,30 @@ bench: bench-micro
 bench-micro:
 	$(CARGO) bench -p turnstile-benches
 
+## bench-echo: echo over QUIC, turnstile vs the tokio + quinn baseline, interleaved (~2.5 min);
+## writes benches/results/echo-latest.{json,md}
+bench-echo:
+	CARGO="$(CARGO)" bash perf/bench-echo.sh
+
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS seconds each
 fuzz:
 	bash fuzz/run-all.sh $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean
+
+## bench-uds-floor: the physical floor under an agent call — raw 64 B UDS ping-pong between two
+## bare threads, same-core / cross-core, blocking / spinning (~15 s); writes benches/results/uds-floor.json
+.PHONY: bench-uds-floor
+bench-uds-floor:
+	$(CARGO) run --release -q -p turnstile-benches --bin uds-floor -- --json benches/results/uds-floor.json
+
+## wasm-agents: the example WASM agents (noop, waf, header_rewrite) for wasm32-unknown-unknown, in
+## $(CARGO_TARGET_DIR)/wasm-agents/wasm32-unknown-unknown/release/examples/*.wasm. The wasm-host
+## tests and benches build them the same way (same directory and profile settings) when missing.
+.PHONY: wasm-agents
+wasm-agents:
+	@rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/wasm-agents CARGO_PROFILE_RELEASE_DEBUG=false \
+	  CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+	  $(CARGO) build --release --target wasm32-unknown-unknown -p turnstile-wasm-agents --examples

@@ -1,0 +1,498 @@
+//! `turnstile-load summarize`: many runs' JSON records → one JSON summary and one Markdown page.
+//!
+//! Runs are grouped by (scenario, engine) in the order first seen; each figure of a group is
+//! the median over its rounds. Every engine is compared with the baseline engine of the same
+//! scenario (engine ÷ baseline), against the front door's targets: server CPU per request at
+//! most 0.4×, serial p50 at most 0.5×, requests per second at least 2× where the load generator
+//! is not the limit.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::report::RunReport;
+
+/// Largest server CPU per request ratio (engine ÷ baseline) that meets the target.
+pub const TARGET_CPU_RATIO_MAX: f64 = 0.4;
+/// Largest serial p50 ratio that meets the target.
+pub const TARGET_SERIAL_P50_RATIO_MAX: f64 = 0.5;
+/// Smallest requests-per-second ratio that meets the target.
+pub const TARGET_RPS_RATIO_MIN: f64 = 2.0;
+/// Load generator cores busy from which it is taken to be the limit (its one thread is full).
+pub const LOADGEN_BOUND_CORES: f64 = 0.9;
+
+/// Options of `summarize`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SummarizeArgs {
+    /// Run records written by `turnstile-load --json`.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Engine every other engine is compared with.
+    #[arg(long, default_value = "baseline")]
+    pub baseline: String,
+    /// Where to write the JSON summary.
+    #[arg(long)]
+    pub out_json: Option<PathBuf>,
+    /// Where to write the Markdown summary.
+    #[arg(long)]
+    pub out_md: Option<PathBuf>,
+    /// Title of the Markdown page.
+    #[arg(long, default_value = "Echo benchmark")]
+    pub title: String,
+    /// A line for the notes section (machine, core layout, settings); repeatable.
+    #[arg(long)]
+    pub note: Vec<String>,
+    /// Cores of the machine, to tell when it is saturated.
+    #[arg(long, default_value_t = 0)]
+    pub cores: usize,
+    /// Leave runs during which other processes kept more than this many cores busy out of the
+    /// medians, as long as a group keeps at least two runs (they stay in the list of runs).
+    #[arg(long)]
+    pub max_other_cores: Option<f64>,
+}
+
+/// Medians of one (scenario, engine) group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Scenario label.
+    pub scenario: String,
+    /// Engine label.
+    pub engine: String,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Rounds (runs) in the group.
+    pub rounds: usize,
+    /// Runs the medians are taken over (rounds less those left out for competing load).
+    pub rounds_used: usize,
+    /// Median measured requests.
+    pub requests: f64,
+    /// Errors summed over the rounds.
+    pub errors: u64,
+    /// Median requests per second.
+    pub rps: f64,
+    /// Median p50, µs.
+    pub p50_us: f64,
+    /// Median p99, µs.
+    pub p99_us: f64,
+    /// Median p99.9, µs.
+    pub p999_us: f64,
+    /// Median server CPU per request (utime + stime), µs.
+    pub server_cpu_us_per_req: Option<f64>,
+    /// Median server CPU per request (schedstat), µs.
+    pub server_sched_cpu_us_per_req: Option<f64>,
+    /// Median load generator CPU per request, µs.
+    pub loadgen_cpu_us_per_req: f64,
+    /// Median server cores busy.
+    pub server_cores_busy: Option<f64>,
+    /// Median load generator cores busy.
+    pub loadgen_cores_busy: f64,
+    /// Median server context switches per request.
+    pub server_switches_per_req: Option<f64>,
+    /// Median load generator context switches per request.
+    pub loadgen_switches_per_req: f64,
+    /// Median load generator run-queue wait per request, µs.
+    pub loadgen_runqueue_wait_us_per_req: f64,
+    /// Median cores used by other processes during the window.
+    pub other_cores_busy: Option<f64>,
+}
+
+/// One engine against the baseline in one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// Scenario label.
+    pub scenario: String,
+    /// Engine compared with the baseline.
+    pub engine: String,
+    /// p50 engine ÷ baseline (lower is better).
+    pub p50: f64,
+    /// p99 engine ÷ baseline (lower is better).
+    pub p99: f64,
+    /// rps engine ÷ baseline (higher is better).
+    pub rps: f64,
+    /// Server CPU per request engine ÷ baseline (lower is better).
+    pub server_cpu_per_req: Option<f64>,
+    /// The same from schedstat.
+    pub server_sched_cpu_per_req: Option<f64>,
+    /// Whether the load generator was the limit in either run (so rps compares nothing).
+    pub loadgen_bound: bool,
+    /// Verdicts on the targets that apply: (target, met, detail).
+    pub targets: Vec<(String, Option<bool>, String)>,
+}
+
+/// The whole summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Page title.
+    pub title: String,
+    /// Notes (machine, layout, settings).
+    pub notes: Vec<String>,
+    /// Baseline engine label.
+    pub baseline: String,
+    /// Competing load above which runs were left out of the medians.
+    pub max_other_cores: Option<f64>,
+    /// Medians per group.
+    pub rows: Vec<Row>,
+    /// Ratios against the baseline.
+    pub ratios: Vec<Ratio>,
+    /// Every run, in order.
+    pub runs: Vec<RunReport>,
+}
+
+/// Reads the runs, writes the outputs, and returns the Markdown page.
+pub fn summarize(args: &SummarizeArgs) -> Result<String, String> {
+    let mut runs = Vec::with_capacity(args.runs.len());
+    for path in &args.runs {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let run: RunReport = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a run record: {e}", path.display()))?;
+        runs.push(run);
+    }
+    let summary = build(args, runs);
+    let md = markdown(&summary, args.cores);
+    if let Some(path) = &args.out_json {
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.out_md {
+        std::fs::write(path, &md).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(md)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn median_opt(v: Vec<Option<f64>>) -> Option<f64> {
+    let v: Option<Vec<f64>> = v.into_iter().collect();
+    v.filter(|v| !v.is_empty()).map(median)
+}
+
+fn build(args: &SummarizeArgs, runs: Vec<RunReport>) -> Summary {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in &runs {
+        let key = (r.scenario.clone(), r.engine.clone());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    // Scenarios in first-seen order, each with its engines in first-seen order.
+    let mut scenarios: Vec<String> = Vec::new();
+    for (s, _) in &keys {
+        if !scenarios.contains(s) {
+            scenarios.push(s.clone());
+        }
+    }
+    let mut rows = Vec::new();
+    for scenario in &scenarios {
+        for (_, engine) in keys.iter().filter(|(s, _)| s == scenario) {
+            let all: Vec<&RunReport> = runs
+                .iter()
+                .filter(|r| &r.scenario == scenario && &r.engine == engine)
+                .collect();
+            let quiet: Vec<&RunReport> = match args.max_other_cores {
+                Some(max) => all
+                    .iter()
+                    .copied()
+                    .filter(|r| r.other_cores_busy.is_none_or(|o| o <= max))
+                    .collect(),
+                None => all.clone(),
+            };
+            let group = if quiet.len() >= 2 { quiet } else { all.clone() };
+            let m = |f: &dyn Fn(&RunReport) -> f64| median(group.iter().map(|r| f(r)).collect());
+            let mo = |f: &dyn Fn(&RunReport) -> Option<f64>| {
+                median_opt(group.iter().map(|r| f(r)).collect())
+            };
+            rows.push(Row {
+                scenario: scenario.clone(),
+                engine: engine.clone(),
+                in_flight: group[0].in_flight,
+                connections: group[0].connections,
+                rounds: all.len(),
+                rounds_used: group.len(),
+                requests: m(&|r| r.requests as f64),
+                errors: group.iter().map(|r| r.errors).sum(),
+                rps: m(&|r| r.rps),
+                p50_us: m(&|r| r.latency.p50_us),
+                p99_us: m(&|r| r.latency.p99_us),
+                p999_us: m(&|r| r.latency.p999_us),
+                server_cpu_us_per_req: mo(&|r| r.server_cpu_us_per_req),
+                server_sched_cpu_us_per_req: mo(&|r| r.server_sched_cpu_us_per_req),
+                loadgen_cpu_us_per_req: m(&|r| r.loadgen_cpu_us_per_req),
+                server_cores_busy: mo(&|r| r.server_cores_busy),
+                loadgen_cores_busy: m(&|r| r.loadgen_cores_busy),
+                server_switches_per_req: mo(&|r| r.server_switches_per_req),
+                loadgen_switches_per_req: m(&|r| r.loadgen_switches_per_req),
+                loadgen_runqueue_wait_us_per_req: m(&|r| r.loadgen_runqueue_wait_us_per_req),
+                other_cores_busy: mo(&|r| r.other_cores_busy),
+            });
+        }
+    }
+    let mut ratios = Vec::new();
+    for scenario in &scenarios {
+        let Some(base) = rows
+            .iter()
+            .find(|r| &r.scenario == scenario && r.engine == args.baseline)
+        else {
+            continue;
+        };
+        for row in rows
+            .iter()
+            .filter(|r| &r.scenario == scenario && r.engine != args.baseline)
+        {
+            ratios.push(ratio(row, base));
+        }
+    }
+    Summary {
+        title: args.title.clone(),
+        notes: args.note.clone(),
+        baseline: args.baseline.clone(),
+        max_other_cores: args.max_other_cores,
+        rows,
+        ratios,
+        runs,
+    }
+}
+
+fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn ratio(row: &Row, base: &Row) -> Ratio {
+    let p50 = row.p50_us / base.p50_us;
+    let p99 = row.p99_us / base.p99_us;
+    let rps = row.rps / base.rps;
+    let cpu = div(row.server_cpu_us_per_req, base.server_cpu_us_per_req);
+    let sched = div(
+        row.server_sched_cpu_us_per_req,
+        base.server_sched_cpu_us_per_req,
+    );
+    let loadgen_bound = row.loadgen_cores_busy >= LOADGEN_BOUND_CORES
+        || base.loadgen_cores_busy >= LOADGEN_BOUND_CORES;
+    let mut targets = Vec::new();
+    targets.push(match cpu {
+        Some(c) => (
+            format!("server CPU/req ≤ {TARGET_CPU_RATIO_MAX}×"),
+            Some(c <= TARGET_CPU_RATIO_MAX),
+            format!("{c:.2}×"),
+        ),
+        None => (
+            format!("server CPU/req ≤ {TARGET_CPU_RATIO_MAX}×"),
+            None,
+            "not measured".into(),
+        ),
+    });
+    if row.in_flight == 1 {
+        targets.push((
+            format!("serial p50 ≤ {TARGET_SERIAL_P50_RATIO_MAX}×"),
+            Some(p50 <= TARGET_SERIAL_P50_RATIO_MAX),
+            format!("{p50:.2}×"),
+        ));
+    }
+    targets.push(if loadgen_bound {
+        (
+            format!("rps ≥ {TARGET_RPS_RATIO_MIN}×"),
+            None,
+            format!("{rps:.2}×, but the load generator is the limit"),
+        )
+    } else {
+        (
+            format!("rps ≥ {TARGET_RPS_RATIO_MIN}×"),
+            Some(rps >= TARGET_RPS_RATIO_MIN),
+            format!("{rps:.2}×"),
+        )
+    });
+    Ratio {
+        scenario: row.scenario.clone(),
+        engine: row.engine.clone(),
+        p50,
+        p99,
+        rps,
+        server_cpu_per_req: cpu,
+        server_sched_cpu_per_req: sched,
+        loadgen_bound,
+        targets,
+    }
+}
+
+fn f1(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+fn f2(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn markdown(s: &Summary, cores: usize) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n", s.title);
+    for note in &s.notes {
+        let _ = writeln!(md, "- {note}");
+    }
+    if !s.notes.is_empty() {
+        md.push('\n');
+    }
+    if let Some(max) = s.max_other_cores {
+        let _ = writeln!(
+            md,
+            "Runs during which other processes kept more than {max} cores busy are left out of \
+             the medians (marked `noisy` below) while a group keeps at least two runs.\n"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "## Results (median over rounds)\n\n\
+         CPU figures are the server's utime + stime over the measured window divided by the \
+         requests completed in it; `sched` is the same from the threads' schedstat (ns \
+         resolution). `cores busy` is CPU time over the window: 1.0 for the load generator means \
+         its one thread was saturated. `other processes` is the rest of the machine's busy time \
+         (`/proc/stat`) over the window: work that competed for the same cores.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | engine | in flight / conns | rounds used / run | requests | errors | rps | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | (sched) | loadgen CPU µs/req | server cores busy | loadgen cores busy | server / loadgen ctx switches per req | loadgen run-queue wait µs/req | other processes, cores busy |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in &s.rows {
+        let saturated = cores > 0
+            && r.server_cores_busy.unwrap_or(0.0)
+                + r.loadgen_cores_busy
+                + r.other_cores_busy.unwrap_or(0.0)
+                >= 0.9 * cores as f64;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} / {} | {} / {} | {:.0} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} | {}{} | {:.2} | {} / {:.2} | {:.1} | {} |",
+            r.scenario,
+            r.engine,
+            r.in_flight,
+            r.connections,
+            r.rounds_used,
+            r.rounds,
+            r.requests,
+            r.errors,
+            r.rps,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            f1(r.server_cpu_us_per_req),
+            f1(r.server_sched_cpu_us_per_req),
+            r.loadgen_cpu_us_per_req,
+            f2(r.server_cores_busy),
+            if saturated { " (machine full)" } else { "" },
+            r.loadgen_cores_busy,
+            f2(r.server_switches_per_req),
+            r.loadgen_switches_per_req,
+            r.loadgen_runqueue_wait_us_per_req,
+            f2(r.other_cores_busy),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## Ratios: engine ÷ {} (medians)\n\n\
+         Lower is better for latency and CPU, higher for rps. Targets: server CPU/req ≤ \
+         {TARGET_CPU_RATIO_MAX}×, serial p50 ≤ {TARGET_SERIAL_P50_RATIO_MAX}×, rps ≥ \
+         {TARGET_RPS_RATIO_MIN}× where the load generator is not the limit.\n",
+        s.baseline
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | engine | p50 | p99 | rps | server CPU/req | (sched) | targets |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---|");
+    for r in &s.ratios {
+        let targets: Vec<String> = r
+            .targets
+            .iter()
+            .map(|(name, met, detail)| {
+                let mark = match met {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "n/a",
+                };
+                format!("{name}: {mark} ({detail})")
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            r.scenario,
+            r.engine,
+            r.p50,
+            r.p99,
+            r.rps,
+            f2(r.server_cpu_per_req),
+            f2(r.server_sched_cpu_per_req),
+            targets.join("; ")
+        );
+    }
+    let _ = writeln!(md, "\n## Every run, in the order run\n");
+    let _ = writeln!(
+        md,
+        "| # | scenario | engine | requests | errors | rps | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | (sched) | loadgen CPU µs/req | server / loadgen ctx switches per req | loadgen run-queue wait µs/req | other processes, cores busy | threads: name@last CPU, cores busy |"
+    );
+    let _ = writeln!(
+        md,
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for (i, r) in s.runs.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} | {} / {:.2} | {:.1} | {}{} | {} |",
+            i + 1,
+            r.scenario,
+            r.engine,
+            r.requests,
+            r.errors,
+            r.rps,
+            r.latency.p50_us,
+            r.latency.p99_us,
+            r.latency.p999_us,
+            f1(r.server_cpu_us_per_req),
+            f1(r.server_sched_cpu_us_per_req),
+            r.loadgen_cpu_us_per_req,
+            f2(r.server_switches_per_req),
+            r.loadgen_switches_per_req,
+            r.loadgen_runqueue_wait_us_per_req,
+            f2(r.other_cores_busy),
+            match (s.max_other_cores, r.other_cores_busy) {
+                (Some(max), Some(o)) if o > max => " noisy",
+                _ => "",
+            },
+            r.placement()
+        );
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        assert_eq!(median_opt(vec![Some(1.0), None]), None);
+    }
+}
