@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 ## auth, then waf + ratelimit in parallel). CONFIG=file to use another config, CONFIG= for the
 ## embedded default (no agents).
 CONFIG ?= configs/demo.toml
-run: deps
+run: deps wasm-agents
 	$(CARGO) build --release -p turnstile -p turnstile-agents -p turnstile-client
 	$(CARGO_TARGET_DIR)/release/turnstile serve $(if $(CONFIG),--config $(CONFIG),)
 

@@ -17,6 +17,11 @@ use crate::limits;
 pub(crate) struct FileAgent {
     pub command: Vec<String>,
     pub socket: String,
+    pub wasm: String,
+    pub wasm_memory_bytes: i64,
+    pub wasm_fuel_per_call: i64,
+    pub wasm_deadline_ms: i64,
+    pub wasm_instances: i64,
     pub cpus: Vec<i64>,
     pub peer_uid: Option<i64>,
     pub connections: i64,
@@ -34,6 +39,11 @@ impl Default for FileAgent {
         Self {
             command: Vec::new(),
             socket: String::new(),
+            wasm: String::new(),
+            wasm_memory_bytes: 64 << 20,
+            wasm_fuel_per_call: 10_000_000,
+            wasm_deadline_ms: 100,
+            wasm_instances: 4,
             cpus: Vec::new(),
             peer_uid: None,
             connections: 4,
@@ -108,6 +118,26 @@ pub enum Placement {
         /// The agent's socket.
         socket: PathBuf,
     },
+    /// An in-process WebAssembly module, one instance set per shard (docs/wasm-abi.md).
+    Wasm {
+        /// The module file (binary or text format).
+        module: PathBuf,
+        /// Its limits.
+        limits: WasmLimitsConfig,
+    },
+}
+
+/// Per-call limits of a WASM agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WasmLimitsConfig {
+    /// Linear memory an instance may grow to.
+    pub memory_bytes: u64,
+    /// Fuel (roughly instructions) one call may burn.
+    pub fuel_per_call: u64,
+    /// Wall-clock time one call may take.
+    pub deadline: Duration,
+    /// Instances per agent per shard (one serving, the rest warm spares).
+    pub instances: u32,
 }
 
 /// Circuit breaker settings of one agent.
@@ -211,42 +241,89 @@ pub(crate) fn agents(
                 "agent ids are 1 to 64 characters of a-z, 0-9, '-' and '_'",
             ));
         }
-        let placement = match (f.command.is_empty(), f.socket.is_empty()) {
-            (false, true) => {
-                if f.command[0].is_empty() {
+        let placements = [
+            !f.command.is_empty(),
+            !f.socket.is_empty(),
+            !f.wasm.is_empty(),
+        ];
+        if placements.iter().filter(|p| **p).count() > 1 {
+            return Err(ConfigError::invalid(
+                format!("agents.{id}"),
+                "{...}".to_owned(),
+                "set exactly one of `command` (turnstile runs the agent), `socket` (someone else \
+                 runs it) and `wasm` (an in-process module)",
+            ));
+        }
+        let relative = |p: &str| {
+            let p = PathBuf::from(p);
+            match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p,
+            }
+        };
+        let placement = if !f.wasm.is_empty() {
+            Placement::Wasm {
+                module: relative(&f.wasm),
+                limits: WasmLimitsConfig {
+                    memory_bytes: ranged(
+                        &key("wasm_memory_bytes"),
+                        f.wasm_memory_bytes,
+                        1 << 16,
+                        1 << 30,
+                    )?,
+                    fuel_per_call: ranged(
+                        &key("wasm_fuel_per_call"),
+                        f.wasm_fuel_per_call,
+                        1000,
+                        10_000_000_000,
+                    )?,
+                    deadline: Duration::from_millis(ranged(
+                        &key("wasm_deadline_ms"),
+                        f.wasm_deadline_ms,
+                        1,
+                        60_000,
+                    )?),
+                    instances: ranged(&key("wasm_instances"), f.wasm_instances, 1, 64)?,
+                },
+            }
+        } else {
+            match (f.command.is_empty(), f.socket.is_empty()) {
+                (false, true) => {
+                    if f.command[0].is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("command"),
+                            format!("{:?}", f.command),
+                            "the first element must name a program",
+                        ));
+                    }
+                    Placement::Supervised {
+                        argv: f.command.clone(),
+                    }
+                }
+                (true, false) => {
+                    let socket = PathBuf::from(&f.socket);
+                    let socket = match base {
+                        Some(b) if socket.is_relative() => b.join(socket),
+                        _ => socket,
+                    };
+                    Placement::External { socket }
+                }
+                (true, true) => {
                     return Err(ConfigError::invalid(
-                        key("command"),
-                        format!("{:?}", f.command),
-                        "the first element must name a program",
+                        format!("agents.{id}"),
+                        "{}".to_owned(),
+                        "set `command = [...]` (turnstile runs the agent), `socket = \"...\"` \
+                     (someone else runs it) or `wasm = \"module.wasm\"` (in-process)",
                     ));
                 }
-                Placement::Supervised {
-                    argv: f.command.clone(),
-                }
-            }
-            (true, false) => {
-                let socket = PathBuf::from(&f.socket);
-                let socket = match base {
-                    Some(b) if socket.is_relative() => b.join(socket),
-                    _ => socket,
-                };
-                Placement::External { socket }
-            }
-            (true, true) => {
-                return Err(ConfigError::invalid(
-                    format!("agents.{id}"),
-                    "{}".to_owned(),
-                    "set `command = [...]` (turnstile runs the agent) or `socket = \"...\"` \
-                     (someone else runs it)",
-                ));
-            }
-            (false, false) => {
-                return Err(ConfigError::invalid(
-                    key("socket"),
-                    quoted(&f.socket),
-                    "set either `command` or `socket`, not both (a supervised agent's socket \
+                (false, false) => {
+                    return Err(ConfigError::invalid(
+                        key("socket"),
+                        quoted(&f.socket),
+                        "set either `command` or `socket`, not both (a supervised agent's socket \
                      lives in server.runtime_dir)",
-                ));
+                    ));
+                }
             }
         };
         if !f.cpus.is_empty() && !matches!(placement, Placement::Supervised { .. }) {

@@ -22,7 +22,7 @@ pub mod limits;
 mod quic;
 pub mod tls;
 
-pub use agents::{AgentConfig, BreakerConfig, FailMode, Placement, RouteConfig};
+pub use agents::{AgentConfig, BreakerConfig, FailMode, Placement, RouteConfig, WasmLimitsConfig};
 pub use config::{
     Config, Congestion, DEFAULT_CONFIG_TOML, QuicConfig, ServerConfig, ShardConfig, SpinPolicy,
     TlsConfig,

@@ -182,7 +182,7 @@ fn agent_and_route_errors_name_the_key() {
         ("[agents.x]\n", "set `command = [...]`"),
         (
             "[agents.x]\ncommand = [\"a\"]\nsocket = \"/s\"\n",
-            "agents.x.socket",
+            "set exactly one of",
         ),
         ("[agents.X]\nsocket = \"/s\"\n", "agent ids are"),
         (

@@ -76,13 +76,13 @@ pub enum ShardError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The agent plane's configuration was refused by the dispatch.
-    #[error("shard {shard}: agent plane: {source}")]
+    /// The agent plane could not be set up (dispatch configuration, WASM agents).
+    #[error("shard {shard}: agent plane: {message}")]
     Plane {
         /// Shard index.
         shard: u8,
         /// Cause.
-        source: turnstile_dispatch::ConfigError,
+        message: String,
     },
     /// The thread could not be started.
     #[error("shard {shard}: could not start its thread: {source}")]
@@ -109,6 +109,8 @@ pub enum Control {
     /// New agent configurations (agent id, configuration text) from a reload: pushed to the
     /// agents' connections now, and used for every later connection.
     Reconfigure(Arc<Vec<(String, Vec<u8>)>>),
+    /// New modules for WASM agents (agent id, module) from a reload.
+    ReplaceWasm(Arc<Vec<(String, Arc<turnstile_wasm_host::WasmModule>)>>),
 }
 
 /// A datagram received by one shard for a connection another shard owns.
@@ -294,7 +296,7 @@ fn run(
         counters.clone(),
         spec.reports.clone(),
     )
-    .map_err(|source| ShardError::Plane { shard, source })?;
+    .map_err(|message| ShardError::Plane { shard, message })?;
     // Ready only once everything that can refuse the configuration has accepted it.
     let _ = ready_tx.send(ring.waker());
     let mut spinner = Spinner::new(spec.spin);
@@ -411,6 +413,11 @@ fn run(
 
         while let Ok(msg) = control_rx.try_recv() {
             match msg {
+                Control::ReplaceWasm(modules) => {
+                    for (agent, module) in modules.iter() {
+                        plane.replace_wasm(agent, module.clone());
+                    }
+                }
                 Control::Reconfigure(configs) => {
                     for (agent, config) in configs.iter() {
                         plane.reconfigure(agent, config);
@@ -472,7 +479,10 @@ fn run(
             continue;
         }
         match spinner.idle(now) {
-            Idle::Spin => std::hint::spin_loop(),
+            // Yielding costs nothing when no other thread wants this core, and hands it over at
+            // once when one does (a load generator or an agent sharing the core), instead of
+            // making it wait for the scheduler's time slice.
+            Idle::Spin => std::thread::yield_now(),
             Idle::Sleep => {
                 report.sleeps += 1;
                 publish(

@@ -35,6 +35,9 @@ pub struct AgentSetup {
     pub connections: usize,
     /// Agent-specific configuration pushed with `configure`.
     pub config: Vec<u8>,
+    /// For an in-process WASM agent: its compiled module (then `socket`, `peer_uid` and
+    /// `connections` are unused).
+    pub wasm: Option<std::sync::Arc<turnstile_wasm_host::WasmModule>>,
 }
 
 /// The agent plane's configuration, shared by every shard.
@@ -46,6 +49,8 @@ pub struct PlaneSpec {
     pub policies: Vec<AgentSpec>,
     /// Routes.
     pub routes: Vec<RouteSpec>,
+    /// The process's WASM engine, when any agent is a WASM module.
+    pub wasm_engine: Option<std::sync::Arc<turnstile_wasm_host::WasmEngine>>,
 }
 
 /// What a shard tells the rest of the process about agents.
@@ -134,6 +139,8 @@ struct Pending {
 
 struct AgentRt {
     setup: AgentSetup,
+    /// This shard's instances of a WASM agent (then the pool stays unused).
+    wasm: Option<turnstile_wasm_host::WasmAgent>,
     pool: Pool,
     caps_known: bool,
     subscribes_request_body: bool,
@@ -167,6 +174,8 @@ pub(crate) struct Plane {
     reports: std::sync::Arc<turnstile_metrics::AgentReports>,
     /// Agent connections closed for a protocol error or a wrong peer uid.
     pub(crate) links_failed: u64,
+    wasm_request: Vec<u8>,
+    wasm_reply: Vec<u8>,
 }
 
 fn unix_ms() -> u64 {
@@ -182,19 +191,21 @@ impl Plane {
         events: Option<Sender<PlaneEvent>>,
         counters: std::sync::Arc<turnstile_metrics::ShardCounters>,
         reports: std::sync::Arc<turnstile_metrics::AgentReports>,
-    ) -> Result<Plane, turnstile_dispatch::ConfigError> {
+    ) -> Result<Plane, String> {
         assert_eq!(
             spec.agents.len(),
             spec.policies.len(),
             "one policy per agent"
         );
-        let dispatch = Dispatch::new(spec.policies.clone(), spec.routes.clone())?;
+        let dispatch =
+            Dispatch::new(spec.policies.clone(), spec.routes.clone()).map_err(|e| e.to_string())?;
         let agents: Vec<AgentRt> = spec
             .agents
             .iter()
             .enumerate()
             .map(|(i, a)| AgentRt {
                 setup: a.clone(),
+                wasm: None,
                 pool: Pool::new(
                     a.connections
                         .clamp(1, turnstile_agentlink::limits::LINKS_PER_POOL_MAX),
@@ -208,7 +219,7 @@ impl Plane {
             })
             .collect();
         let slot_tokens = agents.iter().map(|a| vec![None; a.pool.len()]).collect();
-        Ok(Plane {
+        let mut plane = Plane {
             shard,
             dispatch,
             agents,
@@ -230,7 +241,53 @@ impl Plane {
             counters,
             reports,
             links_failed: 0,
-        })
+            wasm_request: Vec::with_capacity(4096),
+            wasm_reply: Vec::with_capacity(4096),
+        };
+        // WASM agents start here, on the shard's own thread: their instances never leave it.
+        for a in 0..plane.agents.len() {
+            let Some(module) = plane.agents[a].setup.wasm.clone() else {
+                continue;
+            };
+            let Some(engine) = spec.wasm_engine.as_ref() else {
+                return Err(format!(
+                    "agent {}: a WASM module but no engine",
+                    plane.agents[a].setup.id
+                ));
+            };
+            let config = plane.agents[a].setup.config.clone();
+            let (agent, caps) =
+                turnstile_wasm_host::WasmAgent::new_on_shard(engine, module, &config, shard)
+                    .map_err(|e| format!("agent {}: {e}", plane.agents[a].setup.id))?;
+            plane.agents[a].wasm = Some(agent);
+            plane.apply_capabilities(a as u16, &caps);
+        }
+        Ok(plane)
+    }
+
+    /// A reload brought a new module for a WASM agent: later calls use it (calls are
+    /// synchronous, so none is in flight on the old one).
+    pub(crate) fn replace_wasm(
+        &mut self,
+        agent: &str,
+        module: std::sync::Arc<turnstile_wasm_host::WasmModule>,
+    ) {
+        let Some(a) = self.agents.iter().position(|x| x.setup.id == agent) else {
+            return;
+        };
+        let config = self.agents[a].setup.config.clone();
+        let Some(wasm) = self.agents[a].wasm.as_mut() else {
+            return;
+        };
+        match wasm.replace_module(module, &config) {
+            Ok(caps) => {
+                self.apply_capabilities(a as u16, &caps);
+                tracing::info!(shard = self.shard, agent, "WASM module replaced");
+            }
+            Err(e) => {
+                tracing::error!(shard = self.shard, agent, error = %e, "new WASM module refused; the old one keeps serving")
+            }
+        }
     }
 
     /// The earliest instant the plane has timed work (call deadlines, reconnects, handshakes).
@@ -257,6 +314,15 @@ impl Plane {
         }
         rt.setup.config = config.to_vec();
         rt.generation += 1;
+        if let Some(wasm) = rt.wasm.as_mut() {
+            match wasm.configure(config) {
+                Ok(caps) => self.apply_capabilities(ai as u16, &caps),
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, agent, error = %e, "WASM agent refused its configuration")
+                }
+            }
+            return;
+        }
         for slot in 0..rt.pool.len() {
             if let Some(link) = rt.pool.link(slot) {
                 link.reconfigure(config, rt.generation, &mut self.writer);
@@ -422,8 +488,7 @@ impl Plane {
     }
 
     fn learn_capabilities(&mut self, a: u16, slot: u16) {
-        let rt = &mut self.agents[a as usize];
-        let Some(caps) = rt
+        let Some(caps) = self.agents[a as usize]
             .pool
             .link(slot as usize)
             .and_then(|l| l.capabilities())
@@ -431,6 +496,11 @@ impl Plane {
         else {
             return;
         };
+        self.apply_capabilities(a, &caps);
+    }
+
+    fn apply_capabilities(&mut self, a: u16, caps: &turnstile_agentlink::Capabilities) {
+        let rt = &mut self.agents[a as usize];
         // Every handshake may bring new capabilities (an upgraded or reconfigured agent).
         rt.caps_known = true;
         rt.subscribes_request_body = caps.events.contains(s::EventType::RequestBody);
@@ -735,6 +805,9 @@ impl Plane {
 
     fn connect(&mut self, now: Instant, ring: &mut Ring) {
         for (ai, rt) in self.agents.iter_mut().enumerate() {
+            if rt.wasm.is_some() {
+                continue;
+            }
             while let Some(slot) = rt.pool.poll_connect(now) {
                 match ring.uds_connect(&rt.setup.socket) {
                     Ok(token) => {
@@ -896,6 +969,10 @@ impl Plane {
         deadline: Instant,
     ) {
         let a = agent.0;
+        if self.agents[a as usize].wasm.is_some() {
+            self.wasm_call(now, call, req, a, deadline);
+            return;
+        }
         let rt = &mut self.agents[a as usize];
         let Some(slot) = rt.pool.pick() else {
             self.dispatch
@@ -974,6 +1051,124 @@ impl Plane {
                 tracing::debug!(shard = self.shard, error = %e, "cannot start agent call");
                 self.dispatch
                     .handle_call_failed(now, call, CallFailure::Transport);
+            }
+        }
+    }
+
+    /// Calls an in-process WASM agent: the event, then (when it asks for more) the request's
+    /// inline body and an end-of-body marker, each answered synchronously.
+    fn wasm_call(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        req: RequestKey,
+        a: u16,
+        deadline: Instant,
+    ) {
+        let Some(p) = self.requests.get(req.0 as usize).and_then(Option::as_ref) else {
+            self.dispatch
+                .handle_call_failed(now, call, CallFailure::Transport);
+            return;
+        };
+        let rt = &mut self.agents[a as usize];
+        let wants_body = rt.subscribes_request_body || rt.subscribes_response_body;
+        let max_body = rt.max_body_bytes;
+        let Some(wasm) = rt.wasm.as_mut() else {
+            return;
+        };
+        let (writer, request, reply_buf, reply) = (
+            &mut self.writer,
+            &mut self.wasm_request,
+            &mut self.wasm_reply,
+            &mut self.reply,
+        );
+        let cid = call.to_u64();
+        let body_done = p.body_done;
+        let result = (|| -> Result<(), CallFailure> {
+            let msg = Message::parse(FrameKind::Request, &p.payload)
+                .map_err(|_| CallFailure::Transport)?;
+            let root = msg
+                .root::<turnstile_wire::request::Owned>()
+                .map_err(|_| CallFailure::Transport)?;
+            let Ok(request::Decide(Ok(d))) = root.which() else {
+                return Err(CallFailure::Transport);
+            };
+            let phase = d.get_phase();
+            let meta = convert::Meta {
+                request_id: d.get_request_id().map_err(|_| CallFailure::Transport)?,
+                route_id: d
+                    .get_route_id()
+                    .ok()
+                    .and_then(|t| t.to_str().ok())
+                    .unwrap_or(""),
+                timestamp_ms: unix_ms(),
+                deadline_ms: deadline.saturating_duration_since(now).as_millis() as u32,
+            };
+            let response_side = matches!(phase.which(), Ok(decide::phase::Response(_)));
+            let body = convert::inline_body(phase).map_err(|_| CallFailure::Transport)?;
+            // Up to three messages: the event, the inline body, the end of the body.
+            for step in 0..3 {
+                request.clear();
+                let written =
+                    writer.write::<turnstile_wire::proxy_to_agent::Owned, _>(request, |mut m| {
+                        m.set_correlation_id(cid);
+                        match (step, body) {
+                            (0, _) => convert::write_event(m, phase, &meta),
+                            (1, Some(b)) => {
+                                convert::write_body_chunk(m, response_side, b, max_body)
+                            }
+                            _ => {
+                                let mut c = if response_side {
+                                    m.init_response_body_chunk()
+                                } else {
+                                    m.init_request_body_chunk()
+                                };
+                                c.set_is_last(true);
+                                Ok(())
+                            }
+                        }
+                    });
+                if written.is_err() {
+                    return Err(CallFailure::Transport);
+                }
+                // The frame header is not part of the ABI's payload.
+                let payload = &request[turnstile_wire::limits::FRAME_HEADER_BYTES..];
+                wasm.call(payload, reply_buf).map_err(|e| match e {
+                    turnstile_wasm_host::WasmError::BadReply(_) => CallFailure::Garbage,
+                    _ => CallFailure::Transport,
+                })?;
+                let msg = Message::parse(FrameKind::AgentToProxy, reply_buf)
+                    .map_err(|_| CallFailure::Garbage)?;
+                let root = msg
+                    .root::<turnstile_wire::agent_to_proxy::Owned>()
+                    .map_err(|_| CallFailure::Garbage)?;
+                let Ok(turnstile_wire::agent_to_proxy::Response(Ok(r))) = root.which() else {
+                    return Err(CallFailure::Garbage);
+                };
+                convert::read_reply(r, reply).map_err(|_| CallFailure::Garbage)?;
+                let more = reply.need_more
+                    && wants_body
+                    && max_body > 0
+                    && match step {
+                        0 => body.is_some() || body_done,
+                        1 => body_done,
+                        _ => false,
+                    };
+                if !more {
+                    return Ok(());
+                }
+                if step == 0 && body.is_none() {
+                    // No inline chunk: go straight to the end-of-body marker.
+                    continue;
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.dispatch.handle_reply(now, call, &mut self.reply),
+            Err(why) => {
+                tracing::debug!(shard = self.shard, agent = %self.agents[a as usize].setup.id, ?why, "WASM agent call failed");
+                self.dispatch.handle_call_failed(now, call, why);
             }
         }
     }

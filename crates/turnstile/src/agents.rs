@@ -16,6 +16,31 @@ use turnstile_supervisor::{
 /// backoff anyway; waiting only spares the first requests a fail mode.
 const AGENTS_READY_WAIT_MS: u64 = 10_000;
 
+/// Loads a WASM agent's module with its configured limits.
+pub fn load_wasm(
+    engine: &turnstile_wasm_host::WasmEngine,
+    id: &str,
+    module: &std::path::Path,
+    limits: &turnstile_config::WasmLimitsConfig,
+) -> Result<Arc<turnstile_wasm_host::WasmModule>, String> {
+    let bytes = std::fs::read(module).map_err(|e| {
+        format!(
+            "agent {id}: cannot read WASM module {}: {e}",
+            module.display()
+        )
+    })?;
+    let limits = turnstile_wasm_host::WasmLimits {
+        memory_bytes: limits.memory_bytes,
+        fuel_per_call: limits.fuel_per_call,
+        deadline: limits.deadline,
+        instances_max: limits.instances,
+        ..turnstile_wasm_host::WasmLimits::default()
+    };
+    engine
+        .load(id, &bytes, limits)
+        .map_err(|e| format!("agent {id}: WASM module {}: {e}", module.display()))
+}
+
 /// What `serve` keeps while running.
 pub struct Agents {
     /// The shards' view of agents and routes.
@@ -77,8 +102,19 @@ pub fn start(config: &Config) -> Result<Agents, String> {
     };
 
     let mut plane = PlaneSpec::default();
+    if config
+        .agents
+        .iter()
+        .any(|a| matches!(a.placement, Placement::Wasm { .. }))
+    {
+        plane.wasm_engine = Some(Arc::new(
+            turnstile_wasm_host::WasmEngine::new(turnstile_wasm_host::EngineConfig::default())
+                .map_err(|e| format!("WASM engine: {e}"))?,
+        ));
+    }
     let mut processes = Vec::new();
     for a in &config.agents {
+        let mut wasm = None;
         let socket: PathBuf = match &a.placement {
             Placement::Supervised { argv } => {
                 // Present whenever an agent is supervised (computed just above).
@@ -96,6 +132,11 @@ pub fn start(config: &Config) -> Result<Agents, String> {
                 socket
             }
             Placement::External { socket } => socket.clone(),
+            Placement::Wasm { module, limits } => {
+                let engine = plane.wasm_engine.as_ref().ok_or("no WASM engine")?;
+                wasm = Some(load_wasm(engine, &a.id, module, limits)?);
+                PathBuf::new()
+            }
         };
         plane.agents.push(AgentSetup {
             id: a.id.clone(),
@@ -103,6 +144,7 @@ pub fn start(config: &Config) -> Result<Agents, String> {
             peer_uid: a.peer_uid.unwrap_or(uid),
             connections: a.connections as usize,
             config: a.config.clone().into_bytes(),
+            wasm,
         });
         let (fail_mode, _) = dispatch_fail_mode(a.fail_mode);
         let fail_closed_status = a.fail_status;
@@ -141,7 +183,12 @@ pub fn start(config: &Config) -> Result<Agents, String> {
     // The shards build their dispatch from this; refuse here, clearly, what they would refuse.
     turnstile_dispatch::Dispatch::new(plane.policies.clone(), plane.routes.clone())
         .map_err(|e| format!("agents and routes: {e}"))?;
-    let connections: usize = plane.agents.iter().map(|a| a.connections).sum();
+    let connections: usize = plane
+        .agents
+        .iter()
+        .filter(|a| a.wasm.is_none())
+        .map(|a| a.connections)
+        .sum();
     if connections > turnstile_uring::limits::UDS_CONNECTIONS_MAX {
         return Err(format!(
             "agents: {connections} connections per shard in all (the sum of every agent's `connections`), but a shard holds at most {}; lower some agents' `connections`",

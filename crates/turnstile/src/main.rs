@@ -100,6 +100,7 @@ fn reload(
     path: Option<&std::path::Path>,
     running: &Config,
     handles: &[turnstile_shard::ShardHandle],
+    wasm_engine: Option<&turnstile_wasm_host::WasmEngine>,
 ) {
     let fresh = match Config::load(path) {
         Ok(c) => c,
@@ -132,6 +133,29 @@ fn reload(
         eprintln!(
             "turnstile: reload: routes or agent policies changed; those take effect at the next restart"
         );
+    }
+    // WASM modules: every WASM agent's file is read again; shards swap to the new module
+    // between calls (requests in flight finish on the old one: calls are synchronous).
+    let mut modules = Vec::new();
+    if let Some(engine) = wasm_engine {
+        for agent in &fresh.agents {
+            if let turnstile_config::Placement::Wasm { module, limits } = &agent.placement {
+                match agents::load_wasm(engine, &agent.id, module, limits) {
+                    Ok(m) => modules.push((agent.id.clone(), m)),
+                    Err(e) => eprintln!("turnstile: reload: {e}; the old module keeps serving"),
+                }
+            }
+        }
+    }
+    if !modules.is_empty() {
+        println!(
+            "turnstile: reload: new modules for {} WASM agent(s)",
+            modules.len()
+        );
+        let modules = Arc::new(modules);
+        for h in handles {
+            h.send(Control::ReplaceWasm(modules.clone()));
+        }
     }
     println!(
         "turnstile: reload: pushing new configuration to {} agent(s)",
@@ -271,7 +295,12 @@ fn run(
     let mut signal = None;
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
-            reload(config_path, config, &handles);
+            reload(
+                config_path,
+                config,
+                &handles,
+                agents.plane.wasm_engine.as_deref(),
+            );
             continue;
         }
         signal = Some(sig);

@@ -214,6 +214,43 @@ pub fn agent_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// The path of an example WASM agent (noop, waf, header_rewrite), built for wasm32 first when
+/// missing — the same command as `make wasm-agents`.
+pub fn wasm_agent(name: &str) -> std::path::PathBuf {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_turnstile"))
+        .parent()
+        .expect("binary directory");
+    // <target>/<profile>/turnstile → <target>
+    let target = bin_dir.parent().expect("target directory").to_path_buf();
+    let dir = target.join("wasm-agents/wasm32-unknown-unknown/release/examples");
+    let path = dir.join(format!("{name}.wasm"));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args([
+                "build",
+                "-q",
+                "--release",
+                "--target",
+                "wasm32-unknown-unknown",
+            ])
+            .args(["-p", "turnstile-wasm-agents", "--examples"])
+            .env("CARGO_TARGET_DIR", target.join("wasm-agents"))
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+            .status()
+            .expect("run cargo");
+        assert!(
+            status.success(),
+            "building the WASM example agents failed (rustup target add wasm32-unknown-unknown)"
+        );
+    }
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}
+
 /// The verdict of a decision: ("allow" | "block:<status>" | "redirect:<location>", rule ids,
 /// timings as (agent, outcome)).
 pub fn decision(bytes: &[u8]) -> (String, Vec<String>, Vec<(String, String)>) {
