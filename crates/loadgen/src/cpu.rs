@@ -1,9 +1,9 @@
-//! CPU time of a process from `/proc`, without unsafe code.
+//! CPU time of a process from `/proc`, with no raw system calls.
 //!
 //! Two figures per process:
 //! * `utime + stime` from `/proc/<pid>/stat`, in clock ticks (the figure the issue asks for,
-//!   converted with `CLK_TCK`, read once from `getconf CLK_TCK` since `sysconf` is an unsafe
-//!   libc call and unsafe code is confined to `crates/uring`);
+//!   converted with `CLK_TCK`, read once from `getconf CLK_TCK` since `sysconf` is a raw
+//!   libc call and those are confined to `crates/uring`);
 //! * the sum of `/proc/<pid>/task/*/schedstat`'s first field (nanoseconds on a CPU, per thread),
 //!   a finer-grained cross-check that does not depend on tick sampling.
 
@@ -50,6 +50,17 @@ pub fn clock_ticks_per_sec() -> u64 {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .filter(|&t| t > 0)
         .unwrap_or(100)
+}
+
+/// Resident set size of process `pid` now (`VmRSS` of `/proc/<pid>/status`), in bytes.
+pub fn rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
 }
 
 /// Reads the CPU time of `pid` now.

@@ -143,8 +143,8 @@ impl AgentProcess {
         self.child.id()
     }
 
-    /// Sends `signal` to the whole process group (with the `kill` command: this crate has no
-    /// unsafe code). If that command cannot run, SIGKILL still reaches the leader through
+    /// Sends `signal` to the whole process group (with the `kill` command: this crate makes no
+    /// raw system calls). If that command cannot run, SIGKILL still reaches the leader through
     /// [`Child::kill`]; SIGTERM is then skipped (the grace period ends in SIGKILL anyway).
     pub(crate) fn signal_group(&mut self, signal: Signal) {
         if self.reaped {

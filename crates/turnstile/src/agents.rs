@@ -122,7 +122,7 @@ pub fn start(config: &Config) -> Result<Agents, String> {
                 let socket = dir.socket_path(&a.id).map_err(|e| e.to_string())?;
                 let mut argv = resolve_program(argv);
                 if !a.cpus.is_empty() {
-                    // Pinning uses util-linux's taskset, so no unsafe affinity call is needed.
+                    // Pinning uses util-linux's taskset, so no raw affinity system call is needed.
                     let list: Vec<String> = a.cpus.iter().map(usize::to_string).collect();
                     let mut pinned = vec!["taskset".to_owned(), "-c".to_owned(), list.join(",")];
                     pinned.append(&mut argv);

@@ -3,7 +3,7 @@
 //! the reply buffer. Not for direct use.
 //!
 //! State lives in thread-locals: a WASM instance has one thread, and `thread_local!` gives safe
-//! global state without `unsafe`.
+//! global state without raw pointers.
 
 use std::cell::{Cell, RefCell};
 
