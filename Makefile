@@ -45,9 +45,17 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
-## bench: criterion micro-benchmarks (prints the capnp/JSON ratio)
-bench: bench-micro
+## bench: the scenario matrix, turnstile vs the tokio + quinn baseline, interleaved in one run;
+## writes benches/results/latest.{json,md,svg} (format: benches/README.md) and the README table
+bench:
+	CARGO="$(CARGO)" bash perf/bench.sh
 
+## bench-quick: echo-serial, echo-64, agent1-serial, agent1-64, agents3-serial (< 3 min), same files
+.PHONY: bench-quick
+bench-quick:
+	CARGO="$(CARGO)" QUICK=1 bash perf/bench.sh
+
+## bench-micro: criterion micro-benchmarks (prints the capnp/JSON ratio)
 bench-micro:
 	$(CARGO) bench -p turnstile-benches
 

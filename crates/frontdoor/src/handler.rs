@@ -189,7 +189,7 @@ pub fn builtin_answer(
             sink.error(
                 correlation_id,
                 ErrorCode::NotImplemented,
-                "this build answers echo, hello and decide (allow-all); the agent plane is not wired in yet",
+                "task, memory and control requests are not implemented in this build",
             );
         }
     }

@@ -14,6 +14,11 @@
 //! `turnstile-load summarize` turns many records into the medians, ratios and Markdown page
 //! that `perf/bench-echo.sh` publishes.
 //!
+//! Request mixes (`--mix`): `echo` (`--payload-bytes`), and `decide`: a realistic request phase
+//! (`POST`/`GET /api/v1/orders?…`, 20 headers, optionally `--body-bytes` of body in the first
+//! frame) on the default route, whose answer must be `allow`. `perf/bench.sh` (`make bench`)
+//! drives the scenario matrix with it.
+//!
 //! Cost: the client is quinn's high-level API on a current-thread tokio runtime, so the whole
 //! load generator is one thread. That is cheap enough to keep a server busy on a small machine,
 //! but not free (see `loadgen_cpu_us_per_req`). The planned next step, for the full scenario
@@ -90,9 +95,12 @@ struct RunArgs {
     /// Bytes of the echo payload.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
-    /// Request type.
-    #[arg(long, value_enum, default_value_t = RequestKind::Echo)]
+    /// Request mix: `echo`, or `decide` (20 headers, `--body-bytes` of body in the first frame).
+    #[arg(long, visible_alias = "mix", value_enum, default_value_t = RequestKind::Echo)]
     request: RequestKind,
+    /// `decide`: bytes of request body sent in the first frame (0 = no body).
+    #[arg(long, default_value_t = 0)]
+    body_bytes: usize,
     /// Label of the server under test, for the report.
     #[arg(long, default_value = "server")]
     engine: String,
@@ -152,6 +160,7 @@ fn load(args: RunArgs) -> Result<(), String> {
         warmup: seconds("warmup-s", args.warmup_s)?,
         duration: seconds("duration-s", args.duration_s)?,
         payload_bytes: args.payload_bytes,
+        body_bytes: args.body_bytes,
         request: args.request,
         engine: args.engine,
         scenario,

@@ -86,6 +86,12 @@ pub struct RunReport {
     pub in_flight: usize,
     /// Echo payload size.
     pub payload_bytes: usize,
+    /// Decide: request body bytes in the first frame.
+    #[serde(default)]
+    pub body_bytes: usize,
+    /// Resident set size of the server (`VmRSS`) at the end of the measured window, bytes.
+    #[serde(default)]
+    pub server_rss_bytes: Option<u64>,
     /// Warm-up, seconds.
     pub warmup_s: f64,
     /// Requested measuring time, seconds.
@@ -164,6 +170,7 @@ impl RunReport {
         own: CpuDelta,
         threads: Threads,
         clk_tck: u64,
+        server_rss_bytes: Option<u64>,
     ) -> RunReport {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let per_req = |d: Duration| {
@@ -181,6 +188,8 @@ impl RunReport {
             connections,
             in_flight: plan.in_flight,
             payload_bytes: plan.payload_bytes,
+            body_bytes: plan.body_bytes,
+            server_rss_bytes,
             warmup_s: plan.warmup.as_secs_f64(),
             duration_s: plan.duration.as_secs_f64(),
             elapsed_s: secs,

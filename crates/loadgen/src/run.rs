@@ -33,7 +33,9 @@ use crate::report::{Latency, RunReport, Threads};
 pub enum RequestKind {
     /// `echo` with `payload_bytes` bytes; the response must hold the same bytes.
     Echo,
-    /// `decide`, request phase of `GET /`, default route; the response must allow it.
+    /// `decide` of a realistic request phase (`POST /api/v1/orders?…` with 20 headers, and
+    /// `body_bytes` bytes of body in the first frame when above 0), default route; the response
+    /// must allow it.
     Decide,
 }
 
@@ -58,6 +60,8 @@ pub struct Plan {
     pub duration: Duration,
     /// Echo payload size.
     pub payload_bytes: usize,
+    /// Decide: request body bytes sent in the first frame (0 = no body).
+    pub body_bytes: usize,
     /// Request type.
     pub request: RequestKind,
     /// Label of the server under test.
@@ -150,7 +154,12 @@ async fn run_local(plan: &Plan) -> Result<RunReport, String> {
     let mut workers = Vec::with_capacity(plan.in_flight);
     for slot in 0..plan.in_flight {
         let conn = conns[slot % connections].clone();
-        let frame = request_frame(plan.request, slot as u64, plan.payload_bytes)?;
+        let frame = request_frame(
+            plan.request,
+            slot as u64,
+            plan.payload_bytes,
+            plan.body_bytes,
+        )?;
         let expect = Expect {
             correlation_id: slot as u64,
             kind: plan.request,
@@ -190,6 +199,7 @@ async fn run_local(plan: &Plan) -> Result<RunReport, String> {
     let server_end = sample_server()?;
     let self_end = cpu::sample(Pid::OurSelf).map_err(|e| format!("/proc/self: {e}"))?;
     let server_threads_end = server_threads();
+    let server_rss_bytes = plan.server_pid.and_then(|p| cpu::rss_bytes(p).ok());
     let own_threads_end = own_threads();
     let machine_end = cpu::machine().ok();
     let secs = elapsed.as_secs_f64();
@@ -237,6 +247,7 @@ async fn run_local(plan: &Plan) -> Result<RunReport, String> {
         own,
         threads,
         ticks_per_sec,
+        server_rss_bytes,
     ))
 }
 
@@ -262,14 +273,49 @@ fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
+/// The 20 headers of the `decide` mix: what a browser-ish API client behind a CDN sends.
+pub const DECIDE_HEADERS: [(&str, &str); 20] = [
+    ("host", "api.example.com"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    ),
+    ("accept", "application/json, text/plain, */*"),
+    ("accept-language", "en-US,en;q=0.9"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("content-type", "application/json"),
+    (
+        "authorization",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsb2FkZ2VuIn0.c2lnbmF0dXJl",
+    ),
+    ("cookie", "session=3f2a9c1e7b; theme=dark; consent=1"),
+    ("origin", "https://www.example.com"),
+    ("referer", "https://www.example.com/checkout"),
+    ("x-request-id", "7d6c5b4a-3928-4716-a5b4-c3d2e1f00918"),
+    ("x-forwarded-for", "203.0.113.7, 198.51.100.23"),
+    ("x-forwarded-proto", "https"),
+    ("x-real-ip", "203.0.113.7"),
+    ("cache-control", "no-cache"),
+    ("pragma", "no-cache"),
+    ("sec-fetch-mode", "cors"),
+    ("sec-fetch-site", "same-site"),
+    (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ),
+    ("x-api-version", "2026-11-01"),
+];
+
 /// The request frame a worker sends again and again (its correlation id is its slot).
 fn request_frame(
     kind: RequestKind,
     correlation_id: u64,
     payload_bytes: usize,
+    body_bytes: usize,
 ) -> Result<Bytes, String> {
     let data = payload(payload_bytes);
-    let mut scratch = vec![0u8; payload_bytes + 1024];
+    let body = payload(body_bytes);
+    let mut scratch = vec![0u8; payload_bytes + body_bytes + 4096];
     let mut writer = FrameWriter::new(&mut scratch);
     let mut out = Vec::new();
     writer
@@ -281,11 +327,31 @@ fn request_frame(
                     let mut d = r.init_decide();
                     d.set_route_id("");
                     d.set_request_id("loadgen");
-                    let mut http = d.init_phase().init_request().init_request();
-                    http.set_method("GET");
-                    http.set_authority("example.com");
-                    http.set_path("/");
-                    http.set_scheme("https");
+                    let mut dr = d.init_phase().init_request();
+                    {
+                        let mut http = dr.reborrow().init_request();
+                        http.set_method(if body_bytes > 0 { "POST" } else { "GET" });
+                        http.set_authority("api.example.com");
+                        http.set_path("/api/v1/orders");
+                        http.set_query("page=2&sort=created_at&limit=50");
+                        http.set_scheme("https");
+                        http.set_protocol("HTTP/2");
+                        http.set_client_address("203.0.113.7:53124");
+                        let mut headers = http.init_headers(DECIDE_HEADERS.len() as u32);
+                        for (i, (name, value)) in DECIDE_HEADERS.iter().enumerate() {
+                            let mut h = headers.reborrow().get(i as u32);
+                            h.set_name(name.as_bytes());
+                            h.set_value(value.as_bytes());
+                        }
+                    }
+                    if body_bytes > 0 {
+                        let mut chunk = dr.init_body();
+                        chunk.set_chunk_index(0);
+                        chunk.set_data(&body);
+                        chunk.set_is_last(true);
+                        chunk.set_total_bytes(body_bytes as u64);
+                        chunk.set_bytes_transferred(body_bytes as u64);
+                    }
                 }
             }
             Ok(())

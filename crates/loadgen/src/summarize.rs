@@ -50,6 +50,16 @@ pub struct SummarizeArgs {
     /// medians, as long as a group keeps at least two runs (they stay in the list of runs).
     #[arg(long)]
     pub max_other_cores: Option<f64>,
+    /// Also write the scenario-matrix JSON of `make bench` (format in `benches/README.md`).
+    #[arg(long)]
+    pub out_bench_json: Option<PathBuf>,
+    /// Also write an SVG plot of the latency percentiles (p50 … p99.9) of every group.
+    #[arg(long)]
+    pub out_svg: Option<PathBuf>,
+    /// A (scenario, engine) not measured, as `scenario:engine:why`; it is listed with null
+    /// figures (never made up). Repeatable.
+    #[arg(long)]
+    pub missing: Vec<String>,
 }
 
 /// Medians of one (scenario, engine) group.
@@ -75,6 +85,8 @@ pub struct Row {
     pub rps: f64,
     /// Median p50, µs.
     pub p50_us: f64,
+    /// Median p90, µs.
+    pub p90_us: f64,
     /// Median p99, µs.
     pub p99_us: f64,
     /// Median p99.9, µs.
@@ -97,6 +109,8 @@ pub struct Row {
     pub loadgen_runqueue_wait_us_per_req: f64,
     /// Median cores used by other processes during the window.
     pub other_cores_busy: Option<f64>,
+    /// Median server resident set size at the end of the window, bytes.
+    pub server_rss_bytes: Option<f64>,
 }
 
 /// One engine against the baseline in one scenario.
@@ -152,7 +166,22 @@ pub fn summarize(args: &SummarizeArgs) -> Result<String, String> {
         runs.push(run);
     }
     let summary = build(args, runs);
-    let md = markdown(&summary, args.cores);
+    let missing = parse_missing(&args.missing)?;
+    let mut md = markdown(&summary, args.cores);
+    if args.out_bench_json.is_some() || !missing.is_empty() {
+        let at = md.find("## Results").unwrap_or(md.len());
+        md.insert_str(at, &bench_markdown(&summary, &missing));
+    }
+    if let Some(path) = &args.out_svg {
+        std::fs::write(path, svg(&summary))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.out_bench_json {
+        let json = bench_json(&summary, &missing, args.cores);
+        let json = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     if let Some(path) = &args.out_json {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
         std::fs::write(path, json + "\n")
@@ -228,6 +257,7 @@ fn build(args: &SummarizeArgs, runs: Vec<RunReport>) -> Summary {
                 errors: group.iter().map(|r| r.errors).sum(),
                 rps: m(&|r| r.rps),
                 p50_us: m(&|r| r.latency.p50_us),
+                p90_us: m(&|r| r.latency.p90_us),
                 p99_us: m(&|r| r.latency.p99_us),
                 p999_us: m(&|r| r.latency.p999_us),
                 server_cpu_us_per_req: mo(&|r| r.server_cpu_us_per_req),
@@ -239,6 +269,7 @@ fn build(args: &SummarizeArgs, runs: Vec<RunReport>) -> Summary {
                 loadgen_switches_per_req: m(&|r| r.loadgen_switches_per_req),
                 loadgen_runqueue_wait_us_per_req: m(&|r| r.loadgen_runqueue_wait_us_per_req),
                 other_cores_busy: mo(&|r| r.other_cores_busy),
+                server_rss_bytes: mo(&|r| r.server_rss_bytes.map(|b| b as f64)),
             });
         }
     }
@@ -484,6 +515,358 @@ fn markdown(s: &Summary, cores: usize) -> String {
     md
 }
 
+/// A (scenario, engine) pair that was not measured, and why.
+#[derive(Debug, Clone)]
+pub struct Missing {
+    /// Scenario label.
+    pub scenario: String,
+    /// Engine label.
+    pub engine: String,
+    /// Why it is missing.
+    pub why: String,
+}
+
+fn parse_missing(list: &[String]) -> Result<Vec<Missing>, String> {
+    list.iter()
+        .map(|m| {
+            let mut parts = m.splitn(3, ':');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(s), Some(e), why) if !s.is_empty() && !e.is_empty() => Ok(Missing {
+                    scenario: s.to_owned(),
+                    engine: e.to_owned(),
+                    why: why.unwrap_or("not measured").to_owned(),
+                }),
+                _ => Err(format!("--missing {m:?}: expected scenario:engine:why")),
+            }
+        })
+        .collect()
+}
+
+fn row<'a>(s: &'a Summary, scenario: &str, engine: &str) -> Option<&'a Row> {
+    s.rows
+        .iter()
+        .find(|r| r.scenario == scenario && r.engine == engine)
+}
+
+/// `a - b` of two optional figures.
+fn minus(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? - b?)
+}
+
+/// Added latency per agent (`agent1-serial` − `echo-serial`) and added server CPU per request
+/// at 64 in flight (`agent1-64` − `echo-64`) of one engine.
+fn added_per_agent(s: &Summary, engine: &str) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let a1 = row(s, "agent1-serial", engine);
+    let e1 = row(s, "echo-serial", engine);
+    let a64 = row(s, "agent1-64", engine);
+    let e64 = row(s, "echo-64", engine);
+    (
+        minus(a1.map(|r| r.p50_us), e1.map(|r| r.p50_us)),
+        minus(a1.map(|r| r.p99_us), e1.map(|r| r.p99_us)),
+        minus(
+            a64.and_then(|r| r.server_cpu_us_per_req),
+            e64.and_then(|r| r.server_cpu_us_per_req),
+        ),
+    )
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    serde_json::json!({ "cpu": cpu, "kernel": kernel })
+}
+
+/// The scenario-matrix JSON (`benches/results/latest.json`).
+fn bench_json(s: &Summary, missing: &[Missing], cores: usize) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let mut m = machine();
+    let cores = if cores > 0 {
+        cores
+    } else {
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    };
+    m["cores"] = json!(cores);
+    let mut scenarios: Vec<Value> = s
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.scenario, "engine": r.engine,
+                "p50_us": r.p50_us, "p99_us": r.p99_us, "p999_us": r.p999_us, "rps": r.rps,
+                "rss_bytes": r.server_rss_bytes.map(|b| b.round() as u64),
+                "requests": r.requests.round() as u64, "errors": r.errors,
+                "server_cpu_us_per_req": r.server_cpu_us_per_req,
+                "loadgen_cpu_us_per_req": r.loadgen_cpu_us_per_req,
+                "in_flight": r.in_flight, "connections": r.connections,
+                "rounds_used": r.rounds_used, "rounds": r.rounds,
+            })
+        })
+        .collect();
+    for x in missing {
+        scenarios.push(json!({
+            "name": x.scenario, "engine": x.engine,
+            "p50_us": null, "p99_us": null, "p999_us": null, "rps": null, "rss_bytes": null,
+            "requests": null, "errors": null, "server_cpu_us_per_req": null,
+            "loadgen_cpu_us_per_req": null, "missing": x.why,
+        }));
+    }
+    let mut ratios = serde_json::Map::new();
+    let mut names: Vec<&str> = s.rows.iter().map(|r| r.scenario.as_str()).collect();
+    names.extend(missing.iter().map(|x| x.scenario.as_str()));
+    for name in names {
+        if ratios.contains_key(name) {
+            continue;
+        }
+        let r = s
+            .ratios
+            .iter()
+            .find(|r| r.scenario == name && r.engine == "turnstile");
+        ratios.insert(
+            name.to_owned(),
+            match r {
+                Some(r) => json!({
+                    "p50": r.p50, "p99": r.p99, "rps": r.rps,
+                    "server_cpu_us_per_req": r.server_cpu_per_req,
+                }),
+                None => Value::Null,
+            },
+        );
+    }
+    let mut added = serde_json::Map::new();
+    let mut added_cpu = serde_json::Map::new();
+    for engine in ["turnstile", s.baseline.as_str()] {
+        let (p50, p99, cpu) = added_per_agent(s, engine);
+        added.insert(engine.to_owned(), json!({ "p50": p50, "p99": p99 }));
+        added_cpu.insert(engine.to_owned(), json!(cpu));
+    }
+    json!({
+        "machine": m,
+        "scenarios": scenarios,
+        "ratios": ratios,
+        "added_per_agent_us": added,
+        "added_per_agent_server_cpu_us_per_req_at_64": added_cpu,
+    })
+}
+
+/// The compact matrix at the top of `latest.md`: both engines side by side and their ratios.
+fn bench_markdown(s: &Summary, missing: &[Missing]) -> String {
+    let mut md = String::new();
+    let mut names: Vec<&str> = Vec::new();
+    for n in s
+        .rows
+        .iter()
+        .map(|r| r.scenario.as_str())
+        .chain(missing.iter().map(|x| x.scenario.as_str()))
+    {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let _ = writeln!(
+        md,
+        "## Scenario matrix: turnstile vs {} (medians; ratio = turnstile ÷ {})\n",
+        s.baseline, s.baseline
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | turnstile p50 / p99 µs | {b} p50 / p99 µs | turnstile rps | {b} rps | turnstile CPU µs/req | {b} CPU µs/req | ratio p50 | ratio p99 | ratio rps | ratio CPU/req |",
+        b = s.baseline
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let cell = |r: Option<&Row>, scenario: &str, engine: &str, f: &dyn Fn(&Row) -> String| match r {
+        Some(r) => f(r),
+        None if missing
+            .iter()
+            .any(|x| x.scenario == scenario && x.engine == engine) =>
+        {
+            "missing".to_owned()
+        }
+        None => "–".to_owned(),
+    };
+    for name in &names {
+        let t = row(s, name, "turnstile");
+        let b = row(s, name, &s.baseline);
+        let lat = |r: &Row| format!("{:.1} / {:.1}", r.p50_us, r.p99_us);
+        let rps = |r: &Row| format!("{:.0}", r.rps);
+        let cpu = |r: &Row| f1(r.server_cpu_us_per_req);
+        let ratio = s
+            .ratios
+            .iter()
+            .find(|r| &r.scenario == name && r.engine == "turnstile");
+        let rr =
+            |f: &dyn Fn(&Ratio) -> Option<f64>| ratio.map_or_else(|| "–".to_owned(), |r| f2(f(r)));
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(t, name, "turnstile", &lat),
+            cell(b, name, &s.baseline, &lat),
+            cell(t, name, "turnstile", &rps),
+            cell(b, name, &s.baseline, &rps),
+            cell(t, name, "turnstile", &cpu),
+            cell(b, name, &s.baseline, &cpu),
+            rr(&|r| Some(r.p50)),
+            rr(&|r| Some(r.p99)),
+            rr(&|r| Some(r.rps)),
+            rr(&|r| r.server_cpu_per_req),
+        );
+    }
+    md.push('\n');
+    for engine in ["turnstile", s.baseline.as_str()] {
+        let (p50, p99, cpu) = added_per_agent(s, engine);
+        if p50.is_some() || cpu.is_some() {
+            let _ = writeln!(
+                md,
+                "- Added per agent, {engine}: p50 {} µs, p99 {} µs (`agent1-serial` − `echo-serial`); server CPU {} µs/req at 64 in flight (`agent1-64` − `echo-64`).",
+                f1(p50),
+                f1(p99),
+                f1(cpu)
+            );
+        }
+    }
+    if !missing.is_empty() {
+        let _ = writeln!(md, "\nNot measured (null in the JSON, never estimated):\n");
+        for x in missing {
+            let _ = writeln!(md, "- `{}` on {}: {}", x.scenario, x.engine, x.why);
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// Latency percentiles of every (scenario, engine) group as one SVG: x = percentile on a
+/// "nines" scale (p50, p90, p99, p99.9), y = latency on a log scale; one line per group, one
+/// colour per scenario, solid for turnstile and dashed for the baseline.
+fn svg(s: &Summary) -> String {
+    const W: f64 = 900.0;
+    const H: f64 = 520.0;
+    const LEFT: f64 = 70.0;
+    const RIGHT: f64 = 260.0;
+    const TOP: f64 = 40.0;
+    const BOTTOM: f64 = 50.0;
+    const COLOURS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+    ];
+    let points = |r: &Row| [r.p50_us, r.p90_us, r.p99_us, r.p999_us];
+    let all: Vec<f64> = s
+        .rows
+        .iter()
+        .flat_map(points)
+        .filter(|v| *v > 0.0)
+        .collect();
+    let lo = all
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    let lo = if lo.is_finite() { lo.max(1.0) } else { 1.0 };
+    let hi = all
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(lo * 10.0);
+    // Whole decades, at most 12 of them (1 µs … 1000 s).
+    let lo_e = lo.log10().floor().clamp(0.0, 11.0);
+    let hi_e = hi.log10().ceil().clamp(lo_e + 1.0, 12.0);
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+    let x = |i: usize| LEFT + plot_w * i as f64 / 3.0;
+    let y = |v: f64| TOP + plot_h * (1.0 - (v.max(lo).log10() - lo_e) / (hi_e - lo_e));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="22" font-size="15">{} — latency percentiles (µs, log scale)</text>"#,
+        escape(&s.title)
+    );
+    let mut e = lo_e;
+    while e <= hi_e {
+        let v = 10f64.powf(e);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"##,
+            LEFT + plot_w,
+            y(v),
+            y(v),
+            LEFT - 6.0,
+            y(v) + 4.0
+        );
+        e += 1.0;
+    }
+    for (i, label) in ["p50", "p90", "p99", "p99.9"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            x(i),
+            x(i),
+            TOP + plot_h,
+            x(i),
+            TOP + plot_h + 18.0
+        );
+    }
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in &s.rows {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
+    for (n, r) in s.rows.iter().enumerate() {
+        let colour =
+            COLOURS[scenarios.iter().position(|x| *x == r.scenario).unwrap_or(0) % COLOURS.len()];
+        let dash = if r.engine == s.baseline {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let pts: Vec<String> = points(r)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
+            pts.join(" ")
+        );
+        let ly = TOP + 10.0 + 18.0 * n as f64;
+        let lx = W - RIGHT + 20.0;
+        let _ = writeln!(
+            out,
+            r#"<line x1="{lx}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{} · {}</text>"#,
+            lx + 28.0,
+            lx + 34.0,
+            ly + 4.0,
+            escape(&r.scenario),
+            escape(&r.engine)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,5 +877,31 @@ mod tests {
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
         assert_eq!(median_opt(vec![Some(1.0), None]), None);
+    }
+
+    #[test]
+    fn missing_entries_are_null_never_estimated() {
+        let missing = parse_missing(&["agent1-serial:baseline:no agent path".to_owned()]).unwrap();
+        assert!(parse_missing(&["nope".to_owned()]).is_err());
+        let summary = Summary {
+            title: "t".into(),
+            notes: vec![],
+            baseline: "baseline".into(),
+            max_other_cores: None,
+            rows: vec![],
+            ratios: vec![],
+            runs: vec![],
+        };
+        let json = bench_json(&summary, &missing, 2);
+        assert_eq!(json["machine"]["cores"], 2);
+        let entry = &json["scenarios"][0];
+        assert_eq!(entry["name"], "agent1-serial");
+        assert!(entry["p50_us"].is_null() && entry["rps"].is_null());
+        assert_eq!(entry["missing"], "no agent path");
+        assert!(json["ratios"]["agent1-serial"].is_null());
+        assert!(json["added_per_agent_us"]["baseline"]["p50"].is_null());
+        let md = bench_markdown(&summary, &missing);
+        assert!(md.contains("| agent1-serial | – | missing |"));
+        assert!(svg(&summary).starts_with("<svg"));
     }
 }

@@ -16,6 +16,7 @@ fn agent_table(id: &str, binary: &str, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waf_blocks_attacks_and_allows_clean_requests() {
+    let _serial = common::serial();
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
         // Pinned to the first core, as an agent placed next to its shard would be.
@@ -72,6 +73,7 @@ fn demo_chain(extra_route: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_then_waf_and_ratelimit_in_parallel() {
+    let _serial = common::serial();
     let server = Server::start("", &demo_chain(""));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -134,6 +136,7 @@ async fn auth_then_waf_and_ratelimit_in_parallel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_in_one_parallel_group() {
+    let _serial = common::serial();
     let config = format!(
         "{}{}{}\n[[routes]]\nid = \"default\"\nchain = [[\"a\", \"b\", \"c\"]]\n",
         agent_table("a", "noop", ""),
@@ -187,6 +190,7 @@ async fn chaos(conn: &quinn::Connection, mode: &str) -> (String, String, Duratio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_agent_gets_the_fail_mode_within_its_timeout() {
+    let _serial = common::serial();
     let server = Server::start("", &chaos_config("closed"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -204,6 +208,7 @@ async fn hanging_agent_gets_the_fail_mode_within_its_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_allows_with_an_audit_trail() {
+    let _serial = common::serial();
     let server = Server::start("", &chaos_config("open"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -222,6 +227,7 @@ async fn fail_open_allows_with_an_audit_trail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_fail_only_their_connection() {
+    let _serial = common::serial();
     let server = Server::start("", &chaos_config("closed"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -259,6 +265,7 @@ async fn garbage_and_oversized_frames_fail_only_their_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_agent_is_restarted_by_the_supervisor() {
+    let _serial = common::serial();
     let server = Server::start("", &chaos_config("closed"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -281,6 +288,7 @@ async fn killed_agent_is_restarted_by_the_supervisor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_is_a_typed_error() {
+    let _serial = common::serial();
     let server = Server::start("", &demo_chain(""));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -295,6 +303,7 @@ async fn unknown_route_is_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_pushes_new_agent_configuration() {
+    let _serial = common::serial();
     let rules = |word: &str| {
         format!(
             "timeout_ms = 1000\nconfig = '''\ndefault_rules = false\n[[rules]]\nid = \"r-{word}\"\ndescription = \"test\"\npattern = \"{word}\"\ntargets = [\"path\"]\n'''"
@@ -347,6 +356,7 @@ async fn sighup_pushes_new_agent_configuration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_chunks_on_later_frames_reach_body_agents() {
+    let _serial = common::serial();
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
         agent_table("waf", "waf", "timeout_ms = 2000")
@@ -391,6 +401,7 @@ async fn body_chunks_on_later_frames_reach_body_agents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_shows_turnstile_and_agent_series() {
+    let _serial = common::serial();
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -455,6 +466,7 @@ async fn metrics_endpoint_shows_turnstile_and_agent_series() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervised_agents_die_with_a_killed_turnstile() {
+    let _serial = common::serial();
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"noop\"]]\n",
         agent_table("noop", "noop", "")
@@ -495,6 +507,7 @@ async fn supervised_agents_die_with_a_killed_turnstile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodyless_post_is_decided_not_timed_out() {
+    let _serial = common::serial();
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
         agent_table("waf", "waf", "timeout_ms = 2000")

@@ -13,6 +13,7 @@ const T: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_echo_hello_status() {
+    let _serial = common::serial();
     let server = Server::start("", "");
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -55,6 +56,7 @@ async fn handshake_echo_hello_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_streams_on_one_connection() {
+    let _serial = common::serial();
     let server = Server::start("", "");
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -77,6 +79,7 @@ async fn thousand_concurrent_streams_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_connections_over_two_shards() {
+    let _serial = common::serial();
     let server = Server::start("", "");
     let mut set = tokio::task::JoinSet::new();
     let config = server.client_config();
@@ -122,6 +125,7 @@ async fn hundred_connections_over_two_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_rtt_resumes_on_the_other_shard_and_refuses_unsafe_requests() {
+    let _serial = common::serial();
     let server = Server::start("", "");
     let config = server.client_config(); // one rustls config: one session store
     let status = request_frame(|r| {
@@ -143,7 +147,12 @@ async fn zero_rtt_resumes_on_the_other_shard_and_refuses_unsafe_requests() {
         ep.wait_idle().await;
         shard
     };
+    // A request written into the 0-RTT flight may still reach the server after the handshake
+    // if the client's task is scheduled late: then it is ordinary 1-RTT data and rightly not
+    // refused. So each attempt accepts either answer, and the test requires both facts to be
+    // seen across attempts: a refusal in 0-RTT, and a resumption on the other shard.
     let mut landed_elsewhere = false;
+    let mut refused_in_0rtt = false;
     for attempt in 0..40 {
         let ep = client_endpoint();
         let connecting = ep
@@ -153,31 +162,35 @@ async fn zero_rtt_resumes_on_the_other_shard_and_refuses_unsafe_requests() {
             Ok(pair) => pair,
             Err(_) => panic!("attempt {attempt}: no session ticket for 0-RTT"),
         };
-        // Both go out in 0-RTT packets, before the handshake completes.
         let task = request_frame(|mut r| {
             r.set_correlation_id(5);
             r.init_task().set_agent_id("x");
         });
-        let (shard_reply, task_reply) = tokio::join!(call(&conn, &status), call(&conn, &task));
+        let (task_reply, shard_reply) = tokio::join!(call(&conn, &task), call(&conn, &status));
         assert!(accepted.await, "server accepted 0-RTT");
         let Reply::Status { shard } = parse(&shard_reply.unwrap()) else {
             panic!("no status")
         };
         match parse(&task_reply.unwrap()) {
-            Reply::Error(5, code, msg) => {
-                assert_eq!(code, "NotReplaySafe", "{msg}");
+            Reply::Error(5, code, msg) if code == "NotReplaySafe" => {
                 assert!(msg.contains("resend"), "{msg}");
+                refused_in_0rtt = true;
             }
-            other => panic!("task in 0-RTT was not refused: {other:?}"),
+            // Arrived after the handshake: answered like any 1-RTT task.
+            Reply::Error(5, code, _) if code == "NotImplemented" => {}
+            other => panic!("unexpected answer to a task: {other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         conn.close(0u32.into(), b"");
         ep.wait_idle().await;
         if shard != first_shard {
             landed_elsewhere = true;
+        }
+        if landed_elsewhere && refused_in_0rtt {
             break;
         }
     }
+    assert!(refused_in_0rtt, "no task was refused in 0-RTT in 40 tries");
     assert!(
         landed_elsewhere,
         "no 0-RTT connection landed on the other shard in 40 tries"
@@ -186,6 +199,7 @@ async fn zero_rtt_resumes_on_the_other_shard_and_refuses_unsafe_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_reset_leaves_the_connection_serving() {
+    let _serial = common::serial();
     let server = Server::start("", "");
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -203,6 +217,7 @@ async fn stream_reset_leaves_the_connection_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connection_times_out() {
+    let _serial = common::serial();
     let server = Server::start("", "[quic]\nidle_timeout_ms = 500\nkeep_alive_ms = 0\n");
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -214,6 +229,7 @@ async fn idle_connection_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_gets_an_error_response() {
+    let _serial = common::serial();
     let server = Server::start("", "[quic]\nmax_request_bytes = 65536\n");
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
@@ -238,6 +254,7 @@ async fn oversized_request_gets_an_error_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_alpn_is_refused_with_a_tls_error() {
+    let _serial = common::serial();
     let server = Server::start("", "");
     let mut crypto = turnstile_config::dev_client_crypto(&server.cert).unwrap();
     crypto.alpn_protocols = vec![b"h3".to_vec()];
@@ -256,6 +273,7 @@ async fn wrong_alpn_is_refused_with_a_tls_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_then_closes_with_shutting_down() {
+    let _serial = common::serial();
     let mut server = Server::start("drain_timeout_ms = 1500", "");
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;

@@ -16,6 +16,7 @@ fn wasm_table(id: &str, module: &str, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasm_waf_blocks_and_allows() {
+    let _serial = common::serial();
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"wafw\"]]\n",
         wasm_table("wafw", "waf", "timeout_ms = 1000")
@@ -41,6 +42,7 @@ async fn wasm_waf_blocks_and_allows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_chain_of_uds_and_wasm_agents() {
+    let _serial = common::serial();
     let config = format!(
         "[agents.noop]\ncommand = [\"{}\", \"--socket\", \"{{socket}}\"]\n{}{}\n[[routes]]\nid = \"default\"\nchain = [[\"noop\", \"rewrite\"], [\"wafw\"]]\n",
         agent_binary("noop").display(),
@@ -74,6 +76,7 @@ async fn mixed_chain_of_uds_and_wasm_agents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_swaps_the_module_under_load() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("agent.wasm");
     std::fs::copy(wasm_agent("noop"), &module).unwrap();

@@ -13,6 +13,15 @@ use rustls::pki_types::CertificateDer;
 use turnstile_wire::turnstile_capnp::{request, response};
 use turnstile_wire::{FrameWriter, Message};
 
+/// Integration tests start whole servers with agents: on a 2-core machine, running them all at
+/// once makes every timing-sensitive one (timeouts, reloads) flaky. Each test holds this lock for
+/// its whole run, so they run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
