@@ -1,6 +1,10 @@
 //! The agent plane through the real binary with real agent processes (started by turnstile's
 //! supervisor): verdicts, chains, parallel groups, failures.
 
+// Each test holds `common::serial()` for its whole run, across awaits, on purpose: it keeps the
+// servers of different tests from competing for the machine's two cores.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,10 @@
 //! implementation). Every wait is bounded; no assertion depends on timing beyond generous
 //! deadlines.
 
+// Each test holds `common::serial()` for its whole run, across awaits, on purpose: it keeps the
+// servers of different tests from competing for the machine's two cores.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 use std::collections::BTreeSet;

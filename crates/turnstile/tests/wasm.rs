@@ -1,6 +1,10 @@
 //! WASM agents through the real binary: alone, in a chain mixed with UDS agents, and replaced by
 //! a reload while requests keep flowing.
 
+// Each test holds `common::serial()` for its whole run, across awaits, on purpose: it keeps the
+// servers of different tests from competing for the machine's two cores.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 use std::time::{Duration, Instant};
