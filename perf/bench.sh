@@ -92,9 +92,17 @@ pick_port() {
 }
 
 # Agent tables and routes of each scenario (identical for both engines).
+# AGENT_LAYOUT picks where agents run: "" = unpinned, blocking reads (the default);
+# "same-core" = pinned to core 0 next to shard 0 (use with SHARDS=1); "busy-poll" = agents spin
+# on their reads, pinned to core 1 (use with SHARDS=1, shard on core 0).
 agent_noop() { # id
-    printf '[agents.%s]\ncommand = ["%s", "--socket", "{socket}"]\ntimeout_ms = %s\nfail_mode = "closed"\n\n' \
-        "$1" "$BIN/turnstile-agent-noop" "$AGENT_TIMEOUT_MS"
+    local extra_args="" pin=""
+    case "${AGENT_LAYOUT:-}" in
+    same-core) pin='cpus = [0]' ;;
+    busy-poll) extra_args=', "--busy-poll"'; pin='cpus = [1]' ;;
+    esac
+    printf '[agents.%s]\ncommand = ["%s", "--socket", "{socket}"%s]\ntimeout_ms = %s\nfail_mode = "closed"\n%s\n\n' \
+        "$1" "$BIN/turnstile-agent-noop" "$extra_args" "$AGENT_TIMEOUT_MS" "$pin"
 }
 scenario_agents() { # scenario
     case $1 in
