@@ -88,38 +88,8 @@ pub fn run<A: Agent>(usage: &str, make: impl FnOnce(&mut Flags) -> Result<A, Str
     }
 }
 
-/// Percent-decodes `input` (and `+` as space when `plus_is_space`), leaving invalid escapes as
-/// they are. Borrows when there is nothing to decode.
-pub fn percent_decode(input: &[u8], plus_is_space: bool) -> std::borrow::Cow<'_, [u8]> {
-    if !input
-        .iter()
-        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
-    {
-        return std::borrow::Cow::Borrowed(input);
-    }
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'%' if i + 2 < input.len() => {
-                match (hex(input[i + 1]), hex(input[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        // Two hex digits make at most 0xff.
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    std::borrow::Cow::Owned(out)
-}
+/// Percent-decoding as the waf rules apply it (shared with the WASM waf).
+pub use turnstile_waf_rules::percent_decode;
 
 #[cfg(test)]
 mod tests {

@@ -135,22 +135,6 @@ fn waf_configuration_refused_and_reconfigured() {
 }
 
 #[test]
-fn waf_rules_are_the_uds_waf_rules() {
-    let uds = turnstile_agents::waf::DEFAULT_RULES;
-    let shared = turnstile_waf_rules::DEFAULT_RULES;
-    assert_eq!(uds.len(), shared.len());
-    for (u, s) in uds.iter().zip(shared) {
-        assert_eq!((u.0, u.1, u.2), (s.0, s.1, s.2));
-        assert_eq!(
-            format!("{:?}", u.3),
-            format!("{:?}", s.3),
-            "targets of {}",
-            u.0
-        );
-    }
-}
-
-#[test]
 fn header_rewrite_applies_its_configuration() {
     let module = example_module("header_rewrite", WasmLimits::default());
     let cfg = br#"{"path_prefixes": ["/api/"],
