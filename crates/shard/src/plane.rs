@@ -159,7 +159,8 @@ pub(crate) struct Plane {
     requests: Vec<Option<Pending>>,
     free_keys: Vec<u32>,
     by_front: HashMap<RequestId, u32>,
-    calls: HashMap<u64, (u16, u16, u64)>,
+    /// Open calls: call id → (agent, pool slot, correlation id on the link, request key).
+    calls: HashMap<u64, (u16, u16, u64, u32)>,
     dirty: Vec<(u16, u16)>,
     retry: Vec<(u16, u16)>,
     closing: Vec<Token>,
@@ -779,7 +780,7 @@ impl Plane {
             return;
         };
         for &call in &p.calls {
-            let Some(&(a, slot, cid)) = self.calls.get(&call) else {
+            let Some(&(a, slot, cid, _)) = self.calls.get(&call) else {
                 continue; // over already
             };
             let rt = &mut self.agents[a as usize];
@@ -855,7 +856,7 @@ impl Plane {
                     agent,
                     reason,
                 } => {
-                    let Some((a, slot, cid)) = self.calls.remove(&call.to_u64()) else {
+                    let Some((a, slot, cid, _)) = self.calls.remove(&call.to_u64()) else {
                         continue;
                     };
                     let _ = agent;
@@ -881,7 +882,7 @@ impl Plane {
                     // Calls still open when the request is decided are moot: cancel them (the
                     // dispatch usually did already) and forget them.
                     for call in &p.calls {
-                        if let Some((a, slot, cid)) = self.calls.remove(call)
+                        if let Some((a, slot, cid, _)) = self.calls.remove(call)
                             && let Some(link) = self.agents[a as usize].pool.link(slot as usize)
                         {
                             let why = match outcome.decided_by {
@@ -1037,7 +1038,8 @@ impl Plane {
         })();
         match result {
             Ok(cid) => {
-                self.calls.insert(call.to_u64(), (a, slot as u16, cid));
+                self.calls
+                    .insert(call.to_u64(), (a, slot as u16, cid, req.0));
                 if let Some(p) = self
                     .requests
                     .get_mut(req.0 as usize)
@@ -1206,15 +1208,10 @@ impl Plane {
     /// empty final chunk, so the agent decides instead of waiting for its timeout.
     fn end_bodies(&mut self) {
         while let Some(user) = self.wants_more.pop() {
-            let Some(&(a, slot, cid)) = self.calls.get(&user) else {
+            let Some(&(a, slot, cid, key)) = self.calls.get(&user) else {
                 continue;
             };
-            let Some(p) = self
-                .requests
-                .iter_mut()
-                .flatten()
-                .find(|p| p.calls.contains(&user))
-            else {
+            let Some(p) = self.requests.get_mut(key as usize).and_then(Option::as_mut) else {
                 continue;
             };
             if !p.body_done || p.ended.contains(&user) {
