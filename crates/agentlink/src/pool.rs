@@ -135,6 +135,13 @@ impl Pool {
             .any(|s| s.link.as_ref().is_some_and(Link::is_paused))
     }
 
+    /// Whether a connection is on its way: connecting or handshaking, not yet ready.
+    pub fn any_connecting(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.link.as_ref().is_some_and(|l| !l.is_ready()))
+    }
+
     /// Whether any connection is ready.
     pub fn any_ready(&self) -> bool {
         self.slots

@@ -26,3 +26,7 @@ pub const HEADERS_VIEWED_MAX: usize = 128;
 
 /// Request payload buffers kept for reuse.
 pub const PAYLOAD_BUFFERS_POOLED_MAX: usize = 4096;
+
+/// Calls to one agent parked while its connections are still connecting or handshaking (right
+/// after start-up or a restart). Beyond it calls get the agent's fail mode at once.
+pub const CALLS_WAITING_FOR_CONNECT_MAX: usize = 1024;

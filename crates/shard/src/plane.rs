@@ -147,6 +147,10 @@ struct AgentRt {
     subscribes_response_body: bool,
     max_body_bytes: u64,
     generation: u64,
+    /// Calls parked until a connection finishes its handshake: (call, request key, deadline).
+    /// Bounded by [`crate::limits::CALLS_WAITING_FOR_CONNECT_MAX`]; the dispatch's own timer still
+    /// times them out.
+    waiting: std::collections::VecDeque<(u64, u32, Instant)>,
 }
 
 /// See the module docs.
@@ -217,6 +221,7 @@ impl Plane {
                 subscribes_response_body: false,
                 max_body_bytes: 0,
                 generation: 1,
+                waiting: std::collections::VecDeque::new(),
             })
             .collect();
         let slot_tokens = agents.iter().map(|a| vec![None; a.pool.len()]).collect();
@@ -463,6 +468,7 @@ impl Plane {
         if ready {
             self.agents[ai].pool.mark_ready(slot as usize);
             self.learn_capabilities(a, slot);
+            self.retry_waiting(now, a);
         }
         if let Some(paused) = flow {
             let any_open = self.agents[ai].pool.pick().is_some();
@@ -553,6 +559,32 @@ impl Plane {
         self.detach(now, a, slot, why);
     }
 
+    /// Starts (or re-parks, or fails) the calls parked for agent `a` while it was connecting.
+    fn retry_waiting(&mut self, now: Instant, a: u16) {
+        if self.agents[a as usize].waiting.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.agents[a as usize].waiting);
+        for (call, req, deadline) in parked {
+            self.call(
+                now,
+                CallId::from_u64(call),
+                RequestKey(req),
+                AgentIndex(a),
+                deadline,
+            );
+        }
+    }
+
+    /// Forgets parked calls of request `req` (decided or cancelled: its key may be reused).
+    fn unpark_request(&mut self, req: u32) {
+        for rt in &mut self.agents {
+            if !rt.waiting.is_empty() {
+                rt.waiting.retain(|w| w.1 != req);
+            }
+        }
+    }
+
     fn detach(&mut self, now: Instant, a: u16, slot: u16, why: CallFailure) {
         let failed = self.agents[a as usize].pool.detach(now, slot as usize);
         for user in failed {
@@ -560,6 +592,9 @@ impl Plane {
             self.dispatch
                 .handle_call_failed(now, CallId::from_u64(user), why);
         }
+        // Parked calls were waiting for a connection that just failed: they go to another
+        // connection, keep waiting for one still on its way, or get the fail mode.
+        self.retry_waiting(now, a);
         // A pause belongs to the connection that asked for it: once no connection of the agent
         // is paused any more, the agent is not either (a restarted agent never resumes).
         let agent = AgentIndex(a);
@@ -591,6 +626,7 @@ impl Plane {
                 self.dispatch.handle_cancel(now, RequestKey(key));
                 if let Some(p) = self.requests[key as usize].take() {
                     self.free_keys.push(key);
+                    self.unpark_request(key);
                     let Pending {
                         payload,
                         chunks,
@@ -857,9 +893,12 @@ impl Plane {
                     reason,
                 } => {
                     let Some((a, slot, cid, _)) = self.calls.remove(&call.to_u64()) else {
+                        // Not started yet: it may be parked waiting for a connection.
+                        if let Some(rt) = self.agents.get_mut(agent.0 as usize) {
+                            rt.waiting.retain(|w| w.0 != call.to_u64());
+                        }
                         continue;
                     };
-                    let _ = agent;
                     if let Some(link) = self.agents[a as usize].pool.link(slot as usize) {
                         let why = match reason {
                             CancelReason::ClientDisconnect => CancelWhy::ClientDisconnect,
@@ -879,6 +918,7 @@ impl Plane {
                     };
                     self.free_keys.push(req.0);
                     self.by_front.remove(&p.front);
+                    self.unpark_request(req.0);
                     // Calls still open when the request is decided are moot: cancel them (the
                     // dispatch usually did already) and forget them.
                     for call in &p.calls {
@@ -976,8 +1016,17 @@ impl Plane {
         }
         let rt = &mut self.agents[a as usize];
         let Some(slot) = rt.pool.pick() else {
-            self.dispatch
-                .handle_call_failed(now, call, CallFailure::AgentGone);
+            // Right after start-up (or a reconnect) the connection is still handshaking: park
+            // the call instead of failing it, so the first requests see the agent, not its
+            // fail mode. An agent with nothing on the way fails the call at once.
+            if rt.pool.any_connecting()
+                && rt.waiting.len() < crate::limits::CALLS_WAITING_FOR_CONNECT_MAX
+            {
+                rt.waiting.push_back((call.to_u64(), req.0, deadline));
+            } else {
+                self.dispatch
+                    .handle_call_failed(now, call, CallFailure::AgentGone);
+            }
             return;
         };
         let Some(p) = self.requests.get(req.0 as usize).and_then(Option::as_ref) else {

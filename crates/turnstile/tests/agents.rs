@@ -534,3 +534,71 @@ async fn bodyless_post_is_decided_not_timed_out() {
         );
     }
 }
+
+/// Forwards each connection on `listen` to the agent at `target` after `delay`: the agent's
+/// handshake answer arrives late, as from an agent still starting up.
+fn slow_link(listen: &std::path::Path, target: std::path::PathBuf, delay: Duration) {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let listener = UnixListener::bind(listen).expect("bind slow link");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { return };
+            let target = target.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(agent) = UnixStream::connect(&target) else {
+                    return;
+                };
+                let (mut c2, mut a2) = (
+                    client.try_clone().expect("clone"),
+                    agent.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut a2);
+                });
+                let (mut c, mut a) = (client, agent);
+                let _ = std::io::copy(&mut a, &mut c);
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_requests_wait_for_a_handshaking_agent_instead_of_failing() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_socket = dir.path().join("noop.sock");
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = KillOnDrop(
+        std::process::Command::new(agent_binary("noop"))
+            .arg("--socket")
+            .arg(&agent_socket)
+            .spawn()
+            .expect("start noop agent"),
+    );
+    let t0 = Instant::now();
+    while !agent_socket.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "agent socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let front = dir.path().join("slow.sock");
+    slow_link(&front, agent_socket, Duration::from_millis(400));
+    let config = format!(
+        "[agents.slow]\nsocket = \"{}\"\ntimeout_ms = 3000\nfail_mode = \"closed\"\n[[routes]]\nid = \"default\"\nchain = [[\"slow\"]]\n",
+        front.display()
+    );
+    let server = Server::start("", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    // Sent while every connection to the agent is still waiting for its handshake answer.
+    let (v, _, timings) =
+        common::decision(&call(&conn, &decide("", "GET", "/", "", &[])).await.unwrap());
+    assert_eq!(v, "allow", "{timings:?}");
+    assert_eq!(timings, vec![("slow".to_string(), "Allowed".to_string())]);
+}
