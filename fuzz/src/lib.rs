@@ -7,12 +7,15 @@
 //! * [`fuzz_stream`]: the bytes are a stream of frames (`frame` target).
 //! * [`fuzz_payload`]: the bytes are one frame's payload of a given root (`request`, `response`,
 //!   `proxy_to_agent`, `agent_to_proxy` targets).
+//! * [`fuzz_agent_json`]: the bytes are the JSON text of a kind 5 or 6 frame (`agent_json`
+//!   target), fed to both decoders of `turnstile-agent-json`.
 
 use std::hint::black_box;
 use std::mem::discriminant;
 
 use bytes::Bytes;
 use capnp::Result;
+use turnstile_agent_json::JsonError;
 use turnstile_wire::limits::{FRAME_BYTES_MAX, FRAME_HEADER_BYTES, WRITER_SCRATCH_BYTES};
 use turnstile_wire::turnstile_capnp as s;
 use turnstile_wire::turnstile_capnp::{agent_to_proxy, proxy_to_agent, request, response};
@@ -158,13 +161,20 @@ fn check_header(header: &FrameHeader, buf: &[u8]) {
 // One payload
 // ------------------------------------------------------------------------------------------------
 
-/// [`fuzz_payload`] for the root named by `kind`.
+/// [`fuzz_payload`] for the root named by `kind` ([`fuzz_json_of_kind`] for the JSON kinds).
 pub fn fuzz_payload_of_kind(kind: FrameKind, data: &[u8]) {
     match kind {
         FrameKind::Request => fuzz_payload::<request::Owned>(data),
         FrameKind::Response => fuzz_payload::<response::Owned>(data),
         FrameKind::ProxyToAgent => fuzz_payload::<proxy_to_agent::Owned>(data),
         FrameKind::AgentToProxy => fuzz_payload::<agent_to_proxy::Owned>(data),
+        FrameKind::ProxyToAgentJson | FrameKind::AgentToProxyJson => {
+            assert!(matches!(
+                Message::parse(kind, data),
+                Err(WireError::NotCapnp(k)) if k == kind
+            ));
+            fuzz_json_of_kind(kind, data);
+        }
     }
 }
 
@@ -181,7 +191,7 @@ pub fn fuzz_payload_of_kind(kind: FrameKind, data: &[u8]) {
 ///    [`REENCODE_VALUES_MAX`] values.
 pub fn fuzz_payload<R: FuzzRoot>(data: &[u8]) {
     let parsed = Message::parse(R::KIND, data);
-    for other in FrameKind::ALL {
+    for other in FrameKind::CAPNP {
         assert_eq!(
             Message::parse(other, data).is_ok(),
             parsed.is_ok(),
@@ -206,7 +216,7 @@ pub fn fuzz_payload<R: FuzzRoot>(data: &[u8]) {
     }
     let Ok(msg) = parsed else { return };
     assert_eq!(msg.kind(), R::KIND);
-    for other in FrameKind::ALL {
+    for other in FrameKind::CAPNP {
         if other != R::KIND {
             let wrong = Message::parse(other, data).expect("parsed above");
             assert!(matches!(
@@ -234,6 +244,62 @@ pub fn fuzz_payload<R: FuzzRoot>(data: &[u8]) {
     if stats.values <= REENCODE_VALUES_MAX {
         check_reencode::<R>(data, stats);
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// JSON text of the agent roots
+// ------------------------------------------------------------------------------------------------
+
+type JsonFn = fn(&[u8], &mut Vec<u8>) -> std::result::Result<(), JsonError>;
+
+/// Feeds `data` to both JSON decoders ([`fuzz_json_of_kind`] for each JSON kind).
+pub fn fuzz_agent_json(data: &[u8]) {
+    fuzz_json_of_kind(FrameKind::ProxyToAgentJson, data);
+    fuzz_json_of_kind(FrameKind::AgentToProxyJson, data);
+}
+
+/// Treats `data` as the JSON text of a frame of `kind` (5 or 6):
+/// 1. `*_from_json`: on error, nothing is appended to the output;
+/// 2. if accepted, the Cap'n Proto payload parses, walks and validates with the wire format's
+///    limits (the decoder builds only what a frame may hold);
+/// 3. `*_to_json` of it succeeds (or is refused as `TooLarge`: numbers written as `1` come back
+///    as `1.0`), and is a fixed point: decoding and encoding it again gives the same text.
+pub fn fuzz_json_of_kind(kind: FrameKind, data: &[u8]) {
+    let (capnp_kind, from_json, to_json): (FrameKind, JsonFn, JsonFn) = match kind {
+        FrameKind::ProxyToAgentJson => (
+            FrameKind::ProxyToAgent,
+            turnstile_agent_json::proxy_to_agent_from_json,
+            turnstile_agent_json::proxy_to_agent_to_json,
+        ),
+        FrameKind::AgentToProxyJson => (
+            FrameKind::AgentToProxy,
+            turnstile_agent_json::agent_to_proxy_from_json,
+            turnstile_agent_json::agent_to_proxy_to_json,
+        ),
+        _ => return,
+    };
+    let mut payload = b"keep".to_vec();
+    if from_json(data, &mut payload).is_err() {
+        assert_eq!(payload, b"keep", "a refused text appended bytes");
+        return;
+    }
+    let payload = payload.split_off(4);
+    assert!(payload.len() <= FRAME_BYTES_MAX as usize);
+    let msg = Message::parse(capnp_kind, &payload).expect("decoded JSON does not parse");
+    msg.walk().expect("decoded JSON does not walk");
+    msg.validate().expect("decoded JSON does not validate");
+
+    let mut json = Vec::new();
+    match to_json(&payload, &mut json) {
+        Ok(()) => {}
+        Err(JsonError::TooLarge { .. }) => return,
+        Err(e) => panic!("re-encoding accepted JSON failed: {e}"),
+    }
+    let mut again = Vec::new();
+    from_json(&json, &mut again).expect("the encoder's JSON does not decode");
+    let mut json2 = Vec::new();
+    to_json(&again, &mut json2).expect("re-encoding the encoder's JSON failed");
+    assert!(json == json2, "JSON is not a fixed point");
 }
 
 /// Walks longer than this skip [`check_reencode`].

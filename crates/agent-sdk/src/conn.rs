@@ -3,6 +3,10 @@
 //! any thread.
 //!
 //! Lock order: a connection's `state` is the innermost lock; no agent code runs while it is held.
+//!
+//! Encoding: every message is built as Cap'n Proto. On a connection that negotiated JSON at the
+//! handshake, it is then converted to JSON text (`turnstile-agent-json`) and framed as kind 6;
+//! the Cap'n Proto path does not change.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -12,8 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use turnstile_wire::turnstile_capnp::{agent_to_proxy, config_update_request};
-use turnstile_wire::{FrameWriter, WireError};
+use turnstile_agent_json::{JsonError, agent_to_proxy_to_json};
+use turnstile_wire::limits::{FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
+use turnstile_wire::turnstile_capnp::{Encoding, agent_to_proxy, config_update_request};
+use turnstile_wire::{FrameHeader, FrameKind, FrameWriter, WireError};
 
 use crate::info::{Health, len32};
 use crate::limits::OPEN_REQUESTS_PER_CONNECTION_MAX;
@@ -67,6 +73,83 @@ struct State {
     open: HashMap<u64, Open>,
     next_seq: u64,
     batching: bool,
+    /// Messages go out as JSON text (kind 6): negotiated at the handshake.
+    json: bool,
+    /// A JSON connection's Cap'n Proto frame, built here before it is converted (reused).
+    json_stage: Vec<u8>,
+}
+
+/// Why a message was not encoded.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    /// The connection is closed.
+    Closed,
+    Wire(WireError),
+    Json(JsonError),
+}
+
+impl From<WireError> for EncodeError {
+    fn from(e: WireError) -> Self {
+        EncodeError::Wire(e)
+    }
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncodeError::Closed => f.write_str("connection closed"),
+            EncodeError::Wire(e) => e.fmt(f),
+            EncodeError::Json(e) => write!(f, "JSON encoding: {e}"),
+        }
+    }
+}
+
+impl State {
+    /// Appends one `AgentToProxy` frame built by `fill` to `out`: Cap'n Proto (kind 4), or on a
+    /// JSON connection the same message as JSON text (kind 6). On error `out` is as it was.
+    fn write_message<F>(&mut self, fill: F) -> Result<(), EncodeError>
+    where
+        F: FnOnce(agent_to_proxy::Builder<'_>) -> capnp::Result<()>,
+    {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(EncodeError::Closed);
+        };
+        if !self.json {
+            writer.write::<agent_to_proxy::Owned, _>(&mut self.out, fill)?;
+            return Ok(());
+        }
+        self.json_stage.clear();
+        writer.write::<agent_to_proxy::Owned, _>(&mut self.json_stage, fill)?;
+        let payload = self
+            .json_stage
+            .get(FRAME_HEADER_BYTES..)
+            .unwrap_or_default();
+        append_json_frame(payload, &mut self.out).map_err(EncodeError::Json)
+    }
+}
+
+/// Appends the kind 6 frame of the `AgentToProxy` payload `payload`, converted to JSON.
+fn append_json_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    if let Err(e) = agent_to_proxy_to_json(payload, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = out.len() - start - FRAME_HEADER_BYTES;
+    let Some(payload_len) = u32::try_from(len).ok().filter(|&n| n <= FRAME_BYTES_MAX) else {
+        out.truncate(start);
+        return Err(JsonError::TooLarge {
+            len,
+            max: FRAME_BYTES_MAX as usize,
+        });
+    };
+    let header = FrameHeader {
+        payload_len,
+        kind: FrameKind::AgentToProxyJson,
+    };
+    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header.to_bytes());
+    Ok(())
 }
 
 /// One connection with turnstile.
@@ -80,6 +163,8 @@ pub(crate) struct Conn {
     /// Unix ms by which a drain must be over; 0 = not draining.
     pub drain_deadline_ms: AtomicU64,
     pub handshaken: AtomicBool,
+    /// Frames from turnstile arrive as JSON text (kind 5): negotiated at the handshake.
+    json: AtomicBool,
     closing: AtomicBool,
 }
 
@@ -100,11 +185,14 @@ impl Conn {
                 open: HashMap::new(),
                 next_seq: 1,
                 batching: false,
+                json: false,
+                json_stage: Vec::new(),
             }),
             in_flight: AtomicU64::new(0),
             load: Default::default(),
             drain_deadline_ms: AtomicU64::new(0),
             handshaken: AtomicBool::new(false),
+            json: AtomicBool::new(false),
             closing: AtomicBool::new(false),
         }
     }
@@ -117,6 +205,11 @@ impl Conn {
     /// Marks the calling thread as this connection's reader.
     pub fn bind_reader_thread(&self) {
         READER_OF.with(|c| c.set(self.id));
+    }
+
+    /// Whether turnstile's frames arrive as JSON text (after a handshake that picked JSON).
+    pub fn is_json(&self) -> bool {
+        self.json.load(Relaxed)
     }
 
     /// Whether the connection is being closed (busy-poll readers check this).
@@ -189,12 +282,9 @@ impl Conn {
         if !self.settle(st, cid, seq, need_more) {
             return SendOutcome::Stale;
         }
-        let Some(writer) = st.writer.as_mut() else {
-            return SendOutcome::Closed;
-        };
         let fill =
             |m: agent_to_proxy::Builder<'_>| fill_response(m, cid, verdict, extras, need_more);
-        if let Err(e) = writer.write::<agent_to_proxy::Owned, _>(&mut st.out, fill) {
+        if let Err(e) = st.write_message(fill) {
             // Too large (a huge block body or header list): keep the verdict, drop the rest.
             log!(
                 "connection {}: reply for {cid} not encodable ({e}); sending it bare",
@@ -216,7 +306,7 @@ impl Conn {
             x.tags.push("sdk:reply-too-large".into());
             let fill =
                 |m: agent_to_proxy::Builder<'_>| fill_response(m, cid, &bare, Some(&x), need_more);
-            if let Err(e) = writer.write::<agent_to_proxy::Owned, _>(&mut st.out, fill) {
+            if let Err(e) = st.write_message(fill) {
                 log!(
                     "connection {}: bare reply for {cid} failed too: {e}",
                     self.id
@@ -279,17 +369,45 @@ impl Conn {
     {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(writer) = st.writer.as_mut() else {
-            return false;
-        };
-        let r = writer.write::<agent_to_proxy::Owned, _>(&mut st.out, |mut m| {
+        let r = st.write_message(|mut m| {
             m.set_correlation_id(cid);
             fill(m)
         });
-        if let Err(e) = r {
-            log!("connection {}: message not encodable: {e}", self.id);
-            return false;
+        match r {
+            Ok(()) => {}
+            Err(EncodeError::Closed) => return false,
+            Err(e) => {
+                log!("connection {}: message not encodable: {e}", self.id);
+                return false;
+            }
         }
+        self.flush(st, false);
+        true
+    }
+
+    /// Sends the accepting handshake answer (always Cap'n Proto) and, under the same lock, so
+    /// that no other message slips in between, switches the connection to `encoding` for
+    /// everything after it. False if it was not sent.
+    pub fn send_handshake_accepted<F>(&self, encoding: Encoding, fill: F) -> bool
+    where
+        F: FnOnce(agent_to_proxy::Builder<'_>) -> capnp::Result<()>,
+    {
+        let mut st = self.lock();
+        let st = &mut *st;
+        match st.write_message(fill) {
+            Ok(()) => {}
+            Err(EncodeError::Closed) => return false,
+            Err(e) => {
+                log!(
+                    "connection {}: handshake answer not encodable: {e}",
+                    self.id
+                );
+                return false;
+            }
+        }
+        let json = encoding == Encoding::Json;
+        st.json = json;
+        self.json.store(json, Relaxed);
         self.flush(st, false);
         true
     }
@@ -527,7 +645,14 @@ fn fill_response(
 pub(crate) enum ConnError {
     Io(io::Error),
     Wire(WireError),
+    Json(JsonError),
     Protocol(String),
+}
+
+impl From<JsonError> for ConnError {
+    fn from(e: JsonError) -> Self {
+        ConnError::Json(e)
+    }
 }
 
 impl From<io::Error> for ConnError {
@@ -551,6 +676,7 @@ impl std::fmt::Display for ConnError {
         match self {
             ConnError::Io(e) => write!(f, "i/o error: {e}"),
             ConnError::Wire(e) => write!(f, "malformed frame: {e}"),
+            ConnError::Json(e) => write!(f, "malformed JSON frame: {e}"),
             ConnError::Protocol(e) => write!(f, "protocol error: {e}"),
         }
     }

@@ -137,6 +137,7 @@ impl AgentInfo {
         mut c: agent_capabilities::Builder<'_>,
         report_interval_ms: u32,
         metrics_export: bool,
+        encoding: turnstile_wire::turnstile_capnp::Encoding,
     ) -> capnp::Result<()> {
         c.set_protocol_version(turnstile_wire::AGENT_PROTOCOL_VERSION);
         c.set_agent_id(self.id.as_str());
@@ -185,7 +186,7 @@ impl AgentInfo {
         for (n, v) in it.required_headers.iter().enumerate() {
             r.set(len32(n), v.as_bytes());
         }
-        c.set_encoding(turnstile_wire::turnstile_capnp::Encoding::Capnp);
+        c.set_encoding(encoding);
         Ok(())
     }
 }

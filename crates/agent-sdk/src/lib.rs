@@ -44,6 +44,12 @@
 //! correlation id. Every event gets exactly one answer; [`Reply::need_more`] means "no decision
 //! yet, send more" and keeps the request open.
 //!
+//! **Encoding.** The handshake is always Cap'n Proto. turnstile lists the encodings it accepts,
+//! preferred first, and the SDK picks the first it speaks: `capnp`, or `json`, the debugging
+//! mode of the protocol (frames of kind 5 and 6, converted by `turnstile-agent-json` at the
+//! connection's edge). Handlers see the same views and write the same replies either way; the
+//! Cap'n Proto path pays nothing for JSON.
+//!
 //! **Failure.** A frame that does not decode, exceeds
 //! [`turnstile_wire::limits::FRAME_BYTES_MAX`] or breaks the protocol closes that connection with
 //! a log line; the process and the other connections go on. A handler that panics is logged and

@@ -2,6 +2,9 @@
 //!
 //! Any frame that does not decode, or that breaks the protocol, closes this connection (with a
 //! log line) and nothing else.
+//!
+//! On a connection that negotiated JSON, each frame after the handshake is JSON text (kind 5);
+//! it is converted to the Cap'n Proto message it describes and handled exactly like one.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use turnstile_wire::limits::FRAME_HEADER_BYTES;
 use turnstile_wire::turnstile_capnp::{Encoding, handshake_request, proxy_to_agent};
-use turnstile_wire::{AGENT_PROTOCOL_VERSION, Frame, FrameKind, peek_header, split_frame};
+use turnstile_wire::{AGENT_PROTOCOL_VERSION, Frame, FrameKind, Message, peek_header, split_frame};
 
 use crate::Agent;
 use crate::conn::{Conn, ConnError};
@@ -93,6 +96,8 @@ fn read_loop<A: Agent>(
     let busy = conn.shared.opts.busy_poll;
     stream.set_nonblocking(busy)?;
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    // A JSON connection's frames, converted to Cap'n Proto (unused on a Cap'n Proto one).
+    let mut from_json = Vec::new();
     let mut end = 0;
     loop {
         // Handle every complete frame; replies to them go out in one write.
@@ -103,7 +108,7 @@ fn read_loop<A: Agent>(
             let Some((frame, used)) = split_frame(&buf[start..end])? else {
                 break;
             };
-            next = handle_frame(agent, conn, frame)?;
+            next = handle_frame(agent, conn, frame, &mut from_json)?;
             start += used;
         }
         conn.set_batching(false);
@@ -178,15 +183,31 @@ fn handle_frame<A: Agent>(
     agent: &A,
     conn: &Arc<Conn>,
     frame: Frame<'_>,
+    from_json: &mut Vec<u8>,
 ) -> Result<Next, ConnError> {
     use proxy_to_agent::Which;
-    if frame.kind != FrameKind::ProxyToAgent {
+    // The handshake is always Cap'n Proto; after it, the negotiated encoding only.
+    let json = conn.is_json();
+    let expected = if json {
+        FrameKind::ProxyToAgentJson
+    } else {
+        FrameKind::ProxyToAgent
+    };
+    if frame.kind != expected {
         return Err(ConnError::Protocol(format!(
-            "{:?} frame from turnstile (expected ProxyToAgent)",
-            frame.kind
+            "{:?} frame from turnstile on a {} connection (expected {expected:?})",
+            frame.kind,
+            if json { "JSON" } else { "Cap'n Proto" },
         )));
     }
-    let msg = frame.message()?;
+    let payload = if json {
+        from_json.clear();
+        turnstile_agent_json::proxy_to_agent_from_json(frame.payload, from_json)?;
+        from_json.as_slice()
+    } else {
+        frame.payload
+    };
+    let msg = Message::parse(FrameKind::ProxyToAgent, payload)?;
     msg.validate()?;
     let root = msg.root::<proxy_to_agent::Owned>()?;
     let cid = root.get_correlation_id();
@@ -329,38 +350,64 @@ fn handshake<A: Agent>(
     let versions = h.get_supported_versions()?;
     let encodings = h.get_encodings()?;
     let version_ok = versions.iter().any(|v| v == AGENT_PROTOCOL_VERSION);
-    let encoding_ok =
-        encodings.is_empty() || encodings.iter().any(|e| matches!(e, Ok(Encoding::Capnp)));
-    let refusal = if !version_ok {
-        let offered: Vec<u32> = versions.iter().collect();
-        Some(format!(
-            "no common protocol version: agent speaks {AGENT_PROTOCOL_VERSION}, turnstile offers {offered:?}"
-        ))
-    } else if !encoding_ok {
-        Some("no common encoding: agent speaks capnp".to_owned())
+    // turnstile's preference order; the first one spoken here wins. No list means Cap'n Proto.
+    let encoding = if encodings.is_empty() {
+        Some(Encoding::Capnp)
     } else {
-        None
+        encodings.iter().find_map(|e| {
+            e.ok()
+                .filter(|e| matches!(e, Encoding::Capnp | Encoding::Json))
+        })
     };
-    if let Some(reason) = refusal {
-        log!("connection {}: refusing handshake: {reason}", conn.id);
-        conn.send_control(|m| {
-            m.init_handshake().set_rejected(reason.as_str());
-            Ok(())
-        });
-        return Ok(Next::Reject);
-    }
+    let picked = match encoding {
+        _ if !version_ok => {
+            let offered: Vec<u32> = versions.iter().collect();
+            Err(format!(
+                "no common protocol version: agent speaks {AGENT_PROTOCOL_VERSION}, turnstile offers {offered:?}"
+            ))
+        }
+        Some(encoding) => Ok(encoding),
+        None => {
+            let offered: Vec<String> = encodings
+                .iter()
+                .map(|e| match e {
+                    Ok(Encoding::Capnp) => "capnp".to_owned(),
+                    Ok(Encoding::Json) => "json".to_owned(),
+                    Err(e) => format!("unknown({})", e.0),
+                })
+                .collect();
+            Err(format!(
+                "no common encoding: agent speaks capnp and json, turnstile offers {offered:?}"
+            ))
+        }
+    };
+    let encoding = match picked {
+        Ok(encoding) => encoding,
+        Err(reason) => {
+            log!("connection {}: refusing handshake: {reason}", conn.id);
+            conn.send_control(|m| {
+                m.init_handshake().set_rejected(reason.as_str());
+                Ok(())
+            });
+            return Ok(Next::Reject);
+        }
+    };
     let info = catch_unwind(AssertUnwindSafe(|| agent.info()))
         .map_err(|_| ConnError::Protocol("agent panicked in info()".into()))?;
     let opts = &conn.shared.opts;
-    let sent = conn.send_control(|m| {
+    let sent = conn.send_handshake_accepted(encoding, |m| {
         info.write_capabilities(
             m.init_handshake().init_accepted(),
             opts.report_interval_ms,
             opts.metrics_interval_ms > 0,
+            encoding,
         )
     });
     if !sent {
         return Err(ConnError::Protocol("capabilities not encodable".into()));
+    }
+    if encoding == Encoding::Json {
+        log!("connection {}: JSON encoding (debug mode)", conn.id);
     }
     conn.handshaken.store(true, Relaxed);
     let health = catch_unwind(AssertUnwindSafe(|| agent.health())).unwrap_or_default();

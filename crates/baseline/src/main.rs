@@ -9,8 +9,15 @@
 //! transport settings as `turnstile serve`, so one load generator and one client drive both and
 //! the difference measured is the runtime model alone.
 //!
-//! It answers `echo` (the same bytes back), `hello` (`helloAck` with the limits) and `decide`
-//! (allow, as turnstile's allow-all route); every other request gets `notImplemented`.
+//! It answers `echo` (the same bytes back), `hello` (`helloAck` with the limits) and `decide`.
+//! With `[agents]` and `[[routes]]` configured, a `decide` request phase runs through the route's
+//! chain of *the same agent binaries* turnstile runs (started by the same supervisor), spoken to
+//! in the agent protocol's JSON encoding over pooled tokio `UnixStream`s: groups in order, the
+//! agents of a group concurrently, the first block wins and cancels the rest, per-agent timeouts,
+//! `max_in_flight` with `queue_timeout`, health reports, fail-open / fail-closed with the same
+//! audit tags (see `agents`). No circuit breakers, no WASM agents, request phase only. Without
+//! agents, `decide` is allowed, as turnstile's allow-all route. Every other request gets
+//! `notImplemented`.
 //! `server.shards` sets the number of tokio worker threads (0 = one per core). Shard-specific
 //! settings (`[shard]`, `server.cores`) have no equivalent here and are ignored. It uses the same
 //! global allocator as turnstile (mimalloc), so allocation is cheap for both.
@@ -20,6 +27,7 @@
 //! up to `server.drain_timeout_ms`, closes every connection with `SHUTTING_DOWN` and exits 0.
 #![forbid(unsafe_code)]
 
+mod agents;
 mod answer;
 
 use std::net::SocketAddr;
@@ -118,6 +126,8 @@ struct Shared {
     max_request_bytes: usize,
     /// Reported in `HelloAck`.
     max_streams: u32,
+    /// Agents and routes; `None` = `decide` is the built-in allow-all.
+    plane: Option<Arc<agents::Plane>>,
 }
 
 /// Decrements a counter when dropped, however the task ends.
@@ -153,12 +163,14 @@ async fn run(config: Config, workers: usize) -> Result<(), String> {
     let endpoint = quinn::Endpoint::server(server_config, listen)
         .map_err(|e| format!("cannot bind {listen}: {e}"))?;
 
+    let plane = agents::Plane::start(&config).await?;
     let shared = Arc::new(Shared {
         connections: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         max_request_bytes: config.quic.max_request_bytes,
         max_streams: config.quic.max_concurrent_bidi_streams,
+        plane,
     });
     let max_connections = (config.quic.max_connections_per_shard as usize)
         .saturating_mul(config.server.shard_count());
@@ -169,7 +181,12 @@ async fn run(config: Config, workers: usize) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     println!(
-        "turnstile-baseline: listening on {listen} (QUIC, ALPN turnstile/1) with a tokio multi-thread runtime of {workers} worker(s) and quinn; answering echo, hello and decide (allow-all)"
+        "turnstile-baseline: listening on {listen} (QUIC, ALPN turnstile/1) with a tokio multi-thread runtime of {workers} worker(s) and quinn; answering echo, hello and decide ({})",
+        if shared.plane.is_some() {
+            "through the configured agent chains, agents over JSON"
+        } else {
+            "allow-all"
+        }
     );
 
     let accept = tokio::spawn(accept_loop(
@@ -293,6 +310,14 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
     };
     let response = if shared.draining.load(Ordering::Relaxed) {
         answer::shutting_down(&request)
+    } else if let Some(plane) = &shared.plane {
+        agents::decide(
+            plane.clone(),
+            request,
+            shared.max_request_bytes,
+            shared.max_streams,
+        )
+        .await
     } else {
         answer::answer(&request, shared.max_request_bytes, shared.max_streams)
     };

@@ -9,7 +9,24 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, agent_binary, call, client_endpoint, decide};
+use common::{Engine, Server, agent_binary, call, client_endpoint, decide};
+
+/// Runs the test function `$name(engine)` on turnstile and on the tokio + quinn baseline: the
+/// same agents, routes, timeouts and fail modes must behave the same on both.
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn turnstile() {
+                super::$name(super::Engine::Turnstile).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn baseline() {
+                super::$name(super::Engine::Baseline).await
+            }
+        }
+    };
+}
 
 fn agent_table(id: &str, binary: &str, extra: &str) -> String {
     format!(
@@ -18,15 +35,15 @@ fn agent_table(id: &str, binary: &str, extra: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waf_blocks_attacks_and_allows_clean_requests() {
+on_both_engines!(waf_blocks_attacks_and_allows_clean_requests);
+async fn waf_blocks_attacks_and_allows_clean_requests(engine: Engine) {
     let _serial = common::serial();
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
         // Pinned to the first core, as an agent placed next to its shard would be.
         agent_table("waf", "waf", "timeout_ms = 1000\ncpus = [0]")
     );
-    let server = Server::start("", &config);
+    let server = Server::start_on(engine, "", &config);
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     let t0 = Instant::now();
@@ -75,10 +92,10 @@ fn demo_chain(extra_route: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_then_waf_and_ratelimit_in_parallel() {
+on_both_engines!(auth_then_waf_and_ratelimit_in_parallel);
+async fn auth_then_waf_and_ratelimit_in_parallel(engine: Engine) {
     let _serial = common::serial();
-    let server = Server::start("", &demo_chain(""));
+    let server = Server::start_on(engine, "", &demo_chain(""));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     // No key: auth blocks, and the second group never runs.
@@ -138,8 +155,8 @@ async fn auth_then_waf_and_ratelimit_in_parallel() {
     assert!(statuses.contains(&"block:429".to_string()), "{statuses:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_agents_in_one_parallel_group() {
+on_both_engines!(three_agents_in_one_parallel_group);
+async fn three_agents_in_one_parallel_group(engine: Engine) {
     let _serial = common::serial();
     let config = format!(
         "{}{}{}\n[[routes]]\nid = \"default\"\nchain = [[\"a\", \"b\", \"c\"]]\n",
@@ -147,7 +164,7 @@ async fn three_agents_in_one_parallel_group() {
         agent_table("b", "noop", ""),
         agent_table("c", "delay", "config = 'delay_ms = 50'"),
     );
-    let server = Server::start("", &config);
+    let server = Server::start_on(engine, "", &config);
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     let mut set = tokio::task::JoinSet::new();
@@ -192,10 +209,10 @@ async fn chaos(conn: &quinn::Connection, mode: &str) -> (String, String, Duratio
     (v, timings[0].1.clone(), t0.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hanging_agent_gets_the_fail_mode_within_its_timeout() {
+on_both_engines!(hanging_agent_gets_the_fail_mode_within_its_timeout);
+async fn hanging_agent_gets_the_fail_mode_within_its_timeout(engine: Engine) {
     let _serial = common::serial();
-    let server = Server::start("", &chaos_config("closed"));
+    let server = Server::start_on(engine, "", &chaos_config("closed"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     let (v, outcome, elapsed) = chaos(&conn, "hang").await;
@@ -210,10 +227,10 @@ async fn hanging_agent_gets_the_fail_mode_within_its_timeout() {
     assert_eq!((v.as_str(), outcome.as_str()), ("allow", "Allowed"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fail_open_allows_with_an_audit_trail() {
+on_both_engines!(fail_open_allows_with_an_audit_trail);
+async fn fail_open_allows_with_an_audit_trail(engine: Engine) {
     let _serial = common::serial();
-    let server = Server::start("", &chaos_config("open"));
+    let server = Server::start_on(engine, "", &chaos_config("open"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     let (v, outcome, _) = chaos(&conn, "hang").await;
@@ -229,10 +246,10 @@ async fn fail_open_allows_with_an_audit_trail() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_and_oversized_frames_fail_only_their_connection() {
+on_both_engines!(garbage_and_oversized_frames_fail_only_their_connection);
+async fn garbage_and_oversized_frames_fail_only_their_connection(engine: Engine) {
     let _serial = common::serial();
-    let server = Server::start("", &chaos_config("closed"));
+    let server = Server::start_on(engine, "", &chaos_config("closed"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     for mode in ["garbage", "oversized"] {
@@ -267,10 +284,10 @@ async fn garbage_and_oversized_frames_fail_only_their_connection() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_agent_is_restarted_by_the_supervisor() {
+on_both_engines!(killed_agent_is_restarted_by_the_supervisor);
+async fn killed_agent_is_restarted_by_the_supervisor(engine: Engine) {
     let _serial = common::serial();
-    let server = Server::start("", &chaos_config("closed"));
+    let server = Server::start_on(engine, "", &chaos_config("closed"));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     // The agent process exits mid-request: that request gets the fail mode at once.
@@ -290,10 +307,10 @@ async fn killed_agent_is_restarted_by_the_supervisor() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_route_is_a_typed_error() {
+on_both_engines!(unknown_route_is_a_typed_error);
+async fn unknown_route_is_a_typed_error(engine: Engine) {
     let _serial = common::serial();
-    let server = Server::start("", &demo_chain(""));
+    let server = Server::start_on(engine, "", &demo_chain(""));
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     let bytes = call(&conn, &decide("nope", "GET", "/", "", &[]))
@@ -509,14 +526,14 @@ async fn supervised_agents_die_with_a_killed_turnstile() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodyless_post_is_decided_not_timed_out() {
+on_both_engines!(bodyless_post_is_decided_not_timed_out);
+async fn bodyless_post_is_decided_not_timed_out(engine: Engine) {
     let _serial = common::serial();
     let config = format!(
         "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
         agent_table("waf", "waf", "timeout_ms = 2000")
     );
-    let server = Server::start("", &config);
+    let server = Server::start_on(engine, "", &config);
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     for _ in 0..3 {
@@ -563,8 +580,8 @@ fn slow_link(listen: &std::path::Path, target: std::path::PathBuf, delay: Durati
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_requests_wait_for_a_handshaking_agent_instead_of_failing() {
+on_both_engines!(first_requests_wait_for_a_handshaking_agent_instead_of_failing);
+async fn first_requests_wait_for_a_handshaking_agent_instead_of_failing(engine: Engine) {
     let _serial = common::serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_socket = dir.path().join("noop.sock");
@@ -593,7 +610,7 @@ async fn first_requests_wait_for_a_handshaking_agent_instead_of_failing() {
         "[agents.slow]\nsocket = \"{}\"\ntimeout_ms = 3000\nfail_mode = \"closed\"\n[[routes]]\nid = \"default\"\nchain = [[\"slow\"]]\n",
         front.display()
     );
-    let server = Server::start("", &config);
+    let server = Server::start_on(engine, "", &config);
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
     // Sent while every connection to the agent is still waiting for its handshake answer.
@@ -601,4 +618,50 @@ async fn first_requests_wait_for_a_handshaking_agent_instead_of_failing() {
         common::decision(&call(&conn, &decide("", "GET", "/", "", &[])).await.unwrap());
     assert_eq!(v, "allow", "{timings:?}");
     assert_eq!(timings, vec![("slow".to_string(), "Allowed".to_string())]);
+}
+
+on_both_engines!(inline_body_reaches_body_agents);
+async fn inline_body_reaches_body_agents(engine: Engine) {
+    let _serial = common::serial();
+    let config = format!(
+        "{}\n[[routes]]\nid = \"default\"\nchain = [[\"waf\"]]\n",
+        agent_table("waf", "waf", "timeout_ms = 2000")
+    );
+    let server = Server::start_on(engine, "", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let with_body = |body: &'static [u8]| {
+        common::request_frame(|mut r| {
+            r.set_correlation_id(5);
+            let mut dr = r.init_decide().init_phase().init_request();
+            let mut req = dr.reborrow().init_request();
+            req.set_method("POST");
+            req.set_path("/comments");
+            let mut hs = req.init_headers(2);
+            hs.reborrow().get(0).set_name(b"content-type");
+            hs.reborrow().get(0).set_value(b"text/plain");
+            hs.reborrow().get(1).set_name(b"content-length");
+            hs.reborrow()
+                .get(1)
+                .set_value(body.len().to_string().as_bytes());
+            let mut b = dr.init_body();
+            b.set_data(body);
+            b.set_is_last(true);
+            b.set_total_bytes(body.len() as u64);
+        })
+    };
+    let (v, rules, _) = common::decision(
+        &call(&conn, &with_body(b"hello <script>alert(1)</script>"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(v, "block:403");
+    assert!(!rules.is_empty(), "the block names its rule");
+    let (v, _, timings) = common::decision(
+        &call(&conn, &with_body(b"a harmless comment"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(v, "allow");
+    assert_eq!(timings, vec![("waf".to_string(), "Allowed".to_string())]);
 }

@@ -35,6 +35,10 @@ pub enum WireError {
         /// Kind the frame carries.
         got: FrameKind,
     },
+    /// The frame's payload is JSON text ([`FrameKind::is_json`]), not a Cap'n Proto message:
+    /// convert it with the `turnstile-agent-json` crate instead of parsing it.
+    #[error("frame kind {0:?} carries JSON text, not a Cap'n Proto message")]
+    NotCapnp(FrameKind),
     /// The payload is longer than the Cap'n Proto message it holds.
     #[error("{extra} trailing bytes after the message in a frame")]
     TrailingBytes {

@@ -18,16 +18,39 @@ pub enum FrameKind {
     ProxyToAgent = 3,
     /// Agent → turnstile: `AgentToProxy`.
     AgentToProxy = 4,
+    /// Turnstile → agent: `ProxyToAgent` as JSON text, on a connection that negotiated the JSON
+    /// encoding at the handshake (the `turnstile-agent-json` crate converts it).
+    ProxyToAgentJson = 5,
+    /// Agent → turnstile: `AgentToProxy` as JSON text (JSON encoding negotiated).
+    AgentToProxyJson = 6,
 }
 
 impl FrameKind {
     /// Every kind, in wire order.
-    pub const ALL: [FrameKind; 4] = [
+    pub const ALL: [FrameKind; 6] = [
+        FrameKind::Request,
+        FrameKind::Response,
+        FrameKind::ProxyToAgent,
+        FrameKind::AgentToProxy,
+        FrameKind::ProxyToAgentJson,
+        FrameKind::AgentToProxyJson,
+    ];
+
+    /// The kinds whose payload is a Cap'n Proto message, in wire order.
+    pub const CAPNP: [FrameKind; 4] = [
         FrameKind::Request,
         FrameKind::Response,
         FrameKind::ProxyToAgent,
         FrameKind::AgentToProxy,
     ];
+
+    /// Whether the payload is JSON text rather than a Cap'n Proto message.
+    pub const fn is_json(self) -> bool {
+        matches!(
+            self,
+            FrameKind::ProxyToAgentJson | FrameKind::AgentToProxyJson
+        )
+    }
 }
 
 impl TryFrom<u8> for FrameKind {
@@ -39,6 +62,8 @@ impl TryFrom<u8> for FrameKind {
             2 => Ok(FrameKind::Response),
             3 => Ok(FrameKind::ProxyToAgent),
             4 => Ok(FrameKind::AgentToProxy),
+            5 => Ok(FrameKind::ProxyToAgentJson),
+            6 => Ok(FrameKind::AgentToProxyJson),
             other => Err(WireError::UnknownKind(other)),
         }
     }
@@ -90,7 +115,7 @@ pub fn peek_header(buf: &[u8]) -> Result<Option<FrameHeader>, WireError> {
 pub struct Frame<'a> {
     /// Root of the payload.
     pub kind: FrameKind,
-    /// The Cap'n Proto message bytes, in place.
+    /// The payload bytes, in place: a Cap'n Proto message, or JSON text for the JSON kinds.
     pub payload: &'a [u8],
 }
 

@@ -9,6 +9,11 @@
 //! [`limits::FRAME_BYTES_MAX`] before anything is buffered) → [`Message::parse`] (segment table,
 //! traversal and nesting limits) → [`Message::root`] typed reader, in place. The other way:
 //! [`FrameWriter::write`] builds a root in a reused scratch space and appends the frame.
+//!
+//! Frame kinds 5 and 6 carry the agent messages as JSON text, on agent connections that
+//! negotiated the JSON encoding. They are framed and length-checked here like every other kind,
+//! but their payload is not Cap'n Proto: [`Message::parse`] refuses them
+//! ([`WireError::NotCapnp`]), and the `turnstile-agent-json` crate converts them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

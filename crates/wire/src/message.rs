@@ -41,8 +41,12 @@ pub struct Message<'a> {
 
 impl<'a> Message<'a> {
     /// Parses a frame's payload: segment table checked, limits from [`crate::limits`] applied,
-    /// trailing bytes refused. No allocation.
+    /// trailing bytes refused. No allocation. A JSON kind ([`FrameKind::is_json`]) is refused
+    /// with [`WireError::NotCapnp`].
     pub fn parse(kind: FrameKind, payload: &'a [u8]) -> Result<Self, WireError> {
+        if kind.is_json() {
+            return Err(WireError::NotCapnp(kind));
+        }
         if let Some(first) = payload.first_chunk::<4>() {
             let count = u32::from_le_bytes(*first).saturating_add(1);
             if count > SEGMENTS_MAX {
@@ -112,7 +116,7 @@ impl<'a> Frame<'a> {
 pub struct OwnedFrame {
     /// Root of the payload.
     pub kind: FrameKind,
-    /// The Cap'n Proto message bytes.
+    /// The payload bytes: a Cap'n Proto message, or JSON text for the JSON kinds.
     pub payload: Bytes,
 }
 

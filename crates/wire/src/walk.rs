@@ -28,6 +28,10 @@ impl Message<'_> {
             FrameKind::Response => self.root::<response::Owned>()?.into(),
             FrameKind::ProxyToAgent => self.root::<proxy_to_agent::Owned>()?.into(),
             FrameKind::AgentToProxy => self.root::<agent_to_proxy::Owned>()?.into(),
+            // `Message::parse` refuses these; a Message of a JSON kind cannot exist.
+            kind @ (FrameKind::ProxyToAgentJson | FrameKind::AgentToProxyJson) => {
+                return Err(WireError::NotCapnp(kind));
+            }
         };
         let mut walk = Walk {
             stats: WalkStats::default(),

@@ -89,13 +89,54 @@ fn oversized_message_refused_by_writer() {
 #[test]
 fn unknown_kind() {
     let mut frame = echo_frame(b"x");
-    for kind in [0u8, 5, 42, 255] {
+    for kind in [0u8, 7, 42, 255] {
         frame[4] = kind;
         match decode_frame(&frame) {
             Err(WireError::UnknownKind(k)) => assert_eq!(k, kind),
             other => panic!("kind {kind}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn json_kinds_are_framed_but_not_parsed_as_capnp() {
+    let json = br#"{"correlationId":1,"shutdown":null}"#;
+    for (byte, kind) in [
+        (5u8, FrameKind::ProxyToAgentJson),
+        (6u8, FrameKind::AgentToProxyJson),
+    ] {
+        assert!(kind.is_json());
+        assert!(FrameKind::ALL.contains(&kind) && !FrameKind::CAPNP.contains(&kind));
+        let mut frame = (json.len() as u32).to_le_bytes().to_vec();
+        frame.push(byte);
+        frame.extend_from_slice(json);
+        let (f, used) = split_frame(&frame).unwrap().unwrap();
+        assert_eq!((f.kind, f.payload, used), (kind, &json[..], frame.len()));
+        assert_eq!(decode_frame(&frame).unwrap().kind, kind);
+        assert!(matches!(f.message(), Err(WireError::NotCapnp(k)) if k == kind));
+        assert!(
+            matches!(Message::from_frame_bytes(&frame), Err(WireError::NotCapnp(k)) if k == kind)
+        );
+        // Even a valid Cap'n Proto payload is refused under a JSON kind.
+        let capnp = echo_frame(b"x");
+        assert!(matches!(
+            Message::parse(kind, &capnp[FRAME_HEADER_BYTES..]),
+            Err(WireError::NotCapnp(_))
+        ));
+        // The length limit is the same as for every kind.
+        let mut big = (FRAME_BYTES_MAX + 1).to_le_bytes().to_vec();
+        big.push(byte);
+        assert!(matches!(peek_header(&big), Err(WireError::TooLarge { .. })));
+    }
+    for kind in FrameKind::CAPNP {
+        assert!(!kind.is_json());
+    }
+    let mut seven = 0u32.to_le_bytes().to_vec();
+    seven.push(7);
+    assert!(matches!(
+        peek_header(&seven),
+        Err(WireError::UnknownKind(7))
+    ));
 }
 
 #[test]

@@ -22,6 +22,38 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Which server a test starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The `turnstile` binary.
+    Turnstile,
+    /// `turnstile-baseline` (tokio + quinn, agents over JSON).
+    Baseline,
+}
+
+/// The `turnstile-baseline` binary, built (once per test process) so it is never stale: a plain
+/// `cargo test -p turnstile` does not build another package's binaries.
+pub fn baseline_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_turnstile"))
+        .parent()
+        .expect("binary directory")
+        .to_path_buf();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "turnstile-baseline"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building turnstile-baseline failed");
+    });
+    let path = dir.join("turnstile-baseline");
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
@@ -42,6 +74,12 @@ impl Server {
     /// Starts `turnstile serve` with 2 shards and `extra` TOML appended (sections `[quic]`, ...
     /// must not repeat `[server]`).
     pub fn start(server_extra: &str, extra: &str) -> Server {
+        Server::start_on(Engine::Turnstile, server_extra, extra)
+    }
+
+    /// Like [`Server::start`], on either engine: turnstile or the tokio + quinn baseline (same
+    /// configuration file, same agents).
+    pub fn start_on(engine: Engine, server_extra: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config = format!(
@@ -51,7 +89,11 @@ impl Server {
         );
         let path = dir.path().join("turnstile.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        let binary = match engine {
+            Engine::Turnstile => std::path::PathBuf::from(env!("CARGO_BIN_EXE_turnstile")),
+            Engine::Baseline => baseline_binary(),
+        };
+        let mut child = Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(&path)
@@ -201,15 +243,17 @@ pub fn echo(correlation_id: u64, payload: &[u8]) -> Vec<u8> {
     })
 }
 
-/// The path of an example agent binary, building the agents first when they are missing (a
-/// plain `cargo test -p turnstile` does not build another package's binaries).
+/// The path of an example agent binary, building the agents first (a plain
+/// `cargo test -p turnstile` does not build another package's binaries).
 pub fn agent_binary(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_BIN_EXE_turnstile"))
         .parent()
         .expect("binary directory")
         .to_path_buf();
     let path = dir.join(format!("turnstile-agent-{name}"));
-    if !path.exists() {
+    // Built once per test process, even when present: a stale agent binary would test old code.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "-p", "turnstile-agents", "--bins"]);
@@ -218,7 +262,7 @@ pub fn agent_binary(name: &str) -> std::path::PathBuf {
         }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "building the example agents failed");
-    }
+    });
     assert!(path.exists(), "{} missing", path.display());
     path
 }
