@@ -294,8 +294,18 @@ async fn connect(
     // Writer task.
     let w = conn.clone();
     tokio::spawn(async move {
+        // Frames queued while a write was in progress go out together in one write.
+        let mut batch = Vec::with_capacity(16 * 1024);
         while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
+            batch.clear();
+            batch.extend_from_slice(&frame);
+            while batch.len() < 64 * 1024 {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&batch).await.is_err() {
                 w.fail_all(CallError::Transport);
                 return;
             }
@@ -402,7 +412,7 @@ pub struct Pool {
     /// The agent's id.
     pub id: String,
     slots: Vec<RwLock<Option<Arc<Conn>>>>,
-    caps: RwLock<Caps>,
+    caps: RwLock<Arc<Caps>>,
     next: AtomicUsize,
     /// Set by the agent's last health report (unhealthy or draining).
     pub health_bad: Arc<AtomicBool>,
@@ -414,14 +424,14 @@ impl Pool {
         Arc::new(Pool {
             id: id.to_owned(),
             slots: (0..size.max(1)).map(|_| RwLock::new(None)).collect(),
-            caps: RwLock::new(Caps::default()),
+            caps: RwLock::new(Arc::new(Caps::default())),
             next: AtomicUsize::new(0),
             health_bad: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// What the agent declared (at the latest handshake).
-    pub fn caps(&self) -> Caps {
+    pub fn caps(&self) -> Arc<Caps> {
         self.caps.read().map(|c| c.clone()).unwrap_or_default()
     }
 
@@ -465,7 +475,7 @@ impl Pool {
                 match connect(&socket, &self.id, &config, self.health_bad.clone()).await {
                     Ok((conn, caps)) => {
                         if let Ok(mut c) = self.caps.write() {
-                            *c = caps;
+                            *c = Arc::new(caps);
                         }
                         if let Ok(mut s) = slot.write() {
                             *s = Some(conn);
