@@ -387,7 +387,7 @@ impl FrontDoor {
         if s.phase != Phase::Pending {
             return false;
         }
-        s.outbuf.clear();
+        self.pool.response_buffer(&mut s.outbuf);
         if let Err(e) = self
             .writer
             .write::<turnstile_wire::response::Owned, _>(&mut s.outbuf, fill)
@@ -641,7 +641,7 @@ impl FrontDoor {
             let _ = c.conn.recv_stream(id).stop(codes::REQUEST_TOO_LARGE);
             s.fin_received = true; // we read no more
             if s.phase == Phase::Reading {
-                s.outbuf.clear();
+                pool.response_buffer(&mut s.outbuf);
                 let msg = format!(
                     "request exceeds {max_request_bytes} bytes (the server's max_request_bytes)"
                 );
@@ -650,7 +650,7 @@ impl FrontDoor {
             } else if s.phase == Phase::Pending {
                 stats.requests_cancelled += 1;
                 handler.on_cancel(now, rid);
-                s.outbuf.clear();
+                pool.response_buffer(&mut s.outbuf);
                 let msg = format!("request exceeds {max_request_bytes} bytes");
                 write_error(
                     writer,
@@ -673,7 +673,7 @@ impl FrontDoor {
             };
             match split_frame(&s.inbuf) {
                 Ok(Some((frame, used))) => {
-                    s.outbuf.clear();
+                    pool.response_buffer(&mut s.outbuf);
                     let mut sink = ResponseSink {
                         writer,
                         out: &mut s.outbuf,
@@ -710,7 +710,7 @@ impl FrontDoor {
                             s.inbuf.len()
                         )
                     };
-                    s.outbuf.clear();
+                    pool.response_buffer(&mut s.outbuf);
                     write_error(writer, &mut s.outbuf, 0, ErrorCode::MalformedFrame, &msg);
                     s.phase = Phase::Responding;
                 }
@@ -721,7 +721,7 @@ impl FrontDoor {
                         WireError::TooLarge { .. } => ErrorCode::TooLarge,
                         _ => ErrorCode::MalformedFrame,
                     };
-                    s.outbuf.clear();
+                    pool.response_buffer(&mut s.outbuf);
                     write_error(writer, &mut s.outbuf, 0, code, &e.to_string());
                     s.phase = Phase::Responding;
                     s.fin_received = true;

@@ -20,8 +20,10 @@ pub const STREAM_BUFFERS_POOLED_MAX: usize = 4096;
 /// pin its memory forever.
 pub const POOLED_BUFFER_BYTES_MAX: usize = 64 * 1024;
 
-/// Initial capacity of a request buffer.
-pub const STREAM_BUFFER_BYTES: usize = 2048;
+/// Initial capacity of a pooled stream buffer. Small, so an idle stream costs little; pooled
+/// buffers keep what they grew to (up to `POOLED_BUFFER_BYTES_MAX`), so after warm-up requests of
+/// the usual size allocate nothing.
+pub const STREAM_BUFFER_BYTES: usize = 256;
 
 /// Bytes read from a stream per `read` call.
 pub const STREAM_READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -47,23 +47,35 @@ impl BufferPool {
     }
 
     pub(crate) fn put(&mut self, mut buf: Vec<u8>) {
-        if self.free.len() < STREAM_BUFFERS_POOLED_MAX && buf.capacity() <= POOLED_BUFFER_BYTES_MAX
+        if buf.capacity() > 0
+            && self.free.len() < STREAM_BUFFERS_POOLED_MAX
+            && buf.capacity() <= POOLED_BUFFER_BYTES_MAX
         {
             buf.clear();
             self.free.push(buf);
         }
     }
 
+    /// A new stream: a pooled read buffer, and no response buffer until there is a response
+    /// (an idle stream holds one small buffer, not two).
     pub(crate) fn new_stream(&mut self) -> StreamState {
         StreamState {
             phase: Phase::Reading,
             inbuf: self.get(),
             received: 0,
             fin_received: false,
-            outbuf: self.get(),
+            outbuf: Vec::new(),
             out_off: 0,
             correlation_id: 0,
         }
+    }
+
+    /// Makes `out` an empty pooled buffer, ready for a response.
+    pub(crate) fn response_buffer(&mut self, out: &mut Vec<u8>) {
+        if out.capacity() == 0 {
+            *out = self.get();
+        }
+        out.clear();
     }
 
     pub(crate) fn recycle(&mut self, s: StreamState) {
