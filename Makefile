@@ -71,6 +71,13 @@ fuzz:
 clean:
 	$(CARGO) clean
 
+## bench-instructions: instructions per operation (micro-benchmarks) and per request (echo-serial,
+## agent1-serial; turnstile vs the baseline), counted by valgrind's callgrind (~6 min; needs
+## valgrind); writes benches/results/instructions.{json,md}. Independent of `make bench`.
+.PHONY: bench-instructions
+bench-instructions:
+	CARGO="$(CARGO)" bash perf/instructions.sh
+
 ## bench-uds-floor: the physical floor under an agent call — raw 64 B UDS ping-pong between two
 ## bare threads, same-core / cross-core, blocking / spinning (~15 s); writes benches/results/uds-floor.json
 .PHONY: bench-uds-floor

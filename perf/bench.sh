@@ -8,9 +8,8 @@
 #   ROUNDS=5 DURATION_S=5 make bench  # more and longer rounds
 #   SCENARIOS="echo-serial agent1-serial" bash perf/bench.sh   # a subset
 #   BUILD=0 bash perf/bench.sh        # use the release binaries already built
-#   BASELINE_AGENTS=1 make bench      # also run the baseline's agent scenarios (once the
-#                                     # baseline has its agent path; until then they are
-#                                     # recorded as missing, with null figures)
+#   BASELINE_AGENTS=0 make bench      # skip the baseline's agent scenarios (recorded as
+#                                     # missing, with null figures)
 #
 # Writes benches/results/latest.json (format: benches/README.md), latest.md (a table of both
 # engines and turnstile ÷ baseline ratios, then every run) and latest.svg (latency percentiles),
@@ -18,7 +17,9 @@
 #
 # Each run: a configuration written for the scenario (unique port, temporary state and runtime
 # directories, agents supervised by the server under test), the server started fresh, the load
-# generator run closed loop for WARMUP_S + DURATION_S seconds, the server stopped. Engines
+# generator run closed loop for WARMUP_S + DURATION_S seconds (delay50-open: open-loop steps at
+# rising rates, D50_WARMUP_S + D50_STEP_S each, until p99 exceeds D50_P99_MAX_MS; a ticker
+# thread of the load generator keeps the schedule), the server stopped. Engines
 # alternate within each round, their order swapped every other round. Everything talks over
 # 127.0.0.1 and Unix sockets in a temporary directory; the script stops what it started (by
 # process id) when it ends.
@@ -46,8 +47,20 @@ BODY_BYTES=${BODY_BYTES:-1024}
 CONNECTIONS_64=${CONNECTIONS_64:-4}
 SHARDS=${SHARDS:-2}
 AGENT_TIMEOUT_MS=${AGENT_TIMEOUT_MS:-200}
-BASELINE_AGENTS=${BASELINE_AGENTS:-0}
+BASELINE_AGENTS=${BASELINE_AGENTS:-1}
 MAX_OTHER_CORES=${MAX_OTHER_CORES:-0.3}
+ZERO_RTT_ITERATIONS=${ZERO_RTT_ITERATIONS:-300}
+STREAMS_PER_CONNECTION=${STREAMS_PER_CONNECTION:-1024}
+# delay50-open: open-loop steps at rising rates (D50_WARMUP_S + D50_STEP_S each) against a 50 ms
+# agent; the answer is the highest rate whose p99 stays at most D50_P99_MAX_MS.
+D50_RATES=${D50_RATES:-2000,5000,10000,15000,20000,25000,30000,35000,40000,45000,50000,60000}
+D50_P99_MAX_MS=${D50_P99_MAX_MS:-52}
+D50_WARMUP_S=${D50_WARMUP_S:-0.5}
+D50_STEP_S=${D50_STEP_S:-2}
+D50_CONNECTIONS=${D50_CONNECTIONS:-8}
+D50_MAX_IN_FLIGHT=${D50_MAX_IN_FLIGHT:-8192}
+D50_STREAMS=${D50_STREAMS:-4096}
+D50_AGENT_TIMEOUT_MS=${D50_AGENT_TIMEOUT_MS:-1000}
 READY_TIMEOUT_S=15
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -62,7 +75,8 @@ if [[ ${BUILD:-1} == 1 ]]; then
     "$CARGO" build --release -q -p turnstile -p turnstile-baseline -p turnstile-loadgen \
         -p turnstile-agents
 fi
-for b in turnstile turnstile-baseline turnstile-load turnstile-agent-noop turnstile-agent-waf; do
+for b in turnstile turnstile-baseline turnstile-load turnstile-agent-noop turnstile-agent-waf \
+    turnstile-agent-delay; do
     [[ -x $BIN/$b ]] || { log "$BIN/$b is missing: build with BUILD=1"; exit 1; }
 done
 
@@ -124,9 +138,27 @@ scenario_agents() { # scenario
             "$BIN/turnstile-agent-waf" "$AGENT_TIMEOUT_MS"
         printf '[[routes]]\nid = "default"\nchain = [["waf"]]\n'
         ;;
+    delay50-*)
+        # 50 ms per call on the agent's timer thread, thousands in flight: the agent plane may
+        # keep 4096 calls in flight per shard (the most), the agent accepts 4096 per connection.
+        printf '[agents.d50]\ncommand = ["%s", "--socket", "{socket}", "--delay-ms", "50"]\ntimeout_ms = %s\nmax_in_flight = 4096\nfail_mode = "closed"\n\n' \
+            "$BIN/turnstile-agent-delay" "$D50_AGENT_TIMEOUT_MS"
+        printf '[[routes]]\nid = "default"\nchain = [["d50"]]\n'
+        ;;
     esac
 }
-# scenario → load generator arguments: in flight, connections, request mix
+# [quic] settings of a scenario (identical for both engines). zero-rtt: no Retry, whatever the
+# rate of new connections (a Retry costs a round trip that is not what is measured);
+# streams-*: the per-connection stream allowance the load generator spreads the streams by.
+scenario_quic() {
+    case $1 in
+    zero-rtt) printf '[quic]\nretry_above_initials_per_sec = 1000000\n\n' ;;
+    streams-*) printf '[quic]\nmax_concurrent_bidi_streams = %s\n\n' "$STREAMS_PER_CONNECTION" ;;
+    delay50-*) printf '[quic]\nmax_concurrent_bidi_streams = %s\n\n' "$D50_STREAMS" ;;
+    esac
+}
+# scenario → load generator arguments: in flight, connections, request mix (options given here
+# override the common ones run_one passes first, such as --warmup-s and --duration-s)
 scenario_load() {
     case $1 in
     echo-serial) echo "1 1 --mix echo --payload-bytes $PAYLOAD_BYTES" ;;
@@ -134,6 +166,10 @@ scenario_load() {
     agent1-serial | agents3-serial | wasm1-serial) echo "1 1 --mix decide" ;;
     agent1-64) echo "64 $CONNECTIONS_64 --mix decide" ;;
     waf-body-serial) echo "1 1 --mix decide --body-bytes $BODY_BYTES" ;;
+    delay50-open) echo "$D50_MAX_IN_FLIGHT $D50_CONNECTIONS --mix decide --rates $D50_RATES --p99-max-ms $D50_P99_MAX_MS --max-in-flight $D50_MAX_IN_FLIGHT --warmup-s $D50_WARMUP_S --duration-s $D50_STEP_S" ;;
+    zero-rtt) echo "1 1 --mode zero-rtt --iterations $ZERO_RTT_ITERATIONS --payload-bytes $PAYLOAD_BYTES" ;;
+    streams-10k) echo "1 1 --mode idle-streams --streams 10000 --streams-per-connection $STREAMS_PER_CONNECTION" ;;
+    streams-100k) echo "1 1 --mode idle-streams --streams 100000 --streams-per-connection $STREAMS_PER_CONNECTION" ;;
     *) echo "" ;;
     esac
 }
@@ -142,8 +178,8 @@ MISSING=()
 scenario_engines() { # scenario → engines on stdout; appends to MISSING (call once per scenario)
     local s=$1
     case $s in
-    echo-*) echo "turnstile baseline" ;;
-    agent1-* | agents3-* | waf-body-*)
+    echo-* | zero-rtt | streams-10k | streams-100k) echo "turnstile baseline" ;;
+    agent1-* | agents3-* | waf-body-* | delay50-*)
         if [[ $BASELINE_AGENTS == 1 ]]; then
             echo "turnstile baseline"
         else
@@ -158,16 +194,16 @@ scenario_engines() { # scenario → engines on stdout; appends to MISSING (call 
 scenario_missing() { # scenario → MISSING entries
     local s=$1
     case $s in
-    agent1-* | agents3-* | waf-body-*)
+    agent1-* | agents3-* | waf-body-* | delay50-*)
         [[ $BASELINE_AGENTS == 1 ]] ||
-            MISSING+=("$s:baseline:the baseline has no agent path yet (it would answer allow-all without calling an agent)")
+            MISSING+=("$s:baseline:skipped (BASELINE_AGENTS=0)")
         ;;
     wasm1-*)
         MISSING+=("$s:baseline:WASM agents are turnstile only")
         [[ -f $WASM_DIR/noop.wasm ]] ||
             MISSING+=("$s:turnstile:noop.wasm not built (run make wasm-agents)")
         ;;
-    echo-*) ;;
+    echo-* | zero-rtt | streams-10k | streams-100k) ;;
     *)
         MISSING+=("$s:turnstile:scenario not implemented in perf/bench.sh yet")
         MISSING+=("$s:baseline:scenario not implemented in perf/bench.sh yet")
@@ -183,6 +219,7 @@ write_config() { # file, port, scenario
         printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\nstate_dir = "%s"\nruntime_dir = "%s"\ndrain_timeout_ms = 1000\n\n' \
             "$port" "$SHARDS" "$WORK/state" "$dir/run"
         printf '[shard]\nspin = "fixed"\nspin_us = 50\n\n'
+        scenario_quic "$scenario"
         scenario_agents "$scenario"
     } >"$file"
 }
@@ -274,8 +311,10 @@ notes=(
     "Generated by \`make $([[ $QUICK == 1 ]] && echo bench-quick || echo bench)\` (perf/bench.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'); release build of commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')."
     "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), Linux $(uname -r). The load generator, the server and the agents share these cores."
     "Closed loop. echo: ${PAYLOAD_BYTES} B payload. decide: a request phase with 20 headers (\`turnstile-load --mix decide\`); waf-body: plus a ${BODY_BYTES} B body in the first frame. *-serial: 1 request in flight on 1 connection; *-64: 64 in flight over $CONNECTIONS_64 connections."
-    "Agents: turnstile-agent-noop processes on Unix sockets, supervised by the server under test (timeout ${AGENT_TIMEOUT_MS} ms, fail closed); agents3 = three noop agents in one parallel group. turnstile: $SHARDS shards, \`spin = \"fixed\"\`, \`spin_us = 50\`; baseline: $SHARDS tokio worker threads; same configuration file for both."
+    "Agents: turnstile-agent-noop processes on Unix sockets, supervised by the server under test (timeout ${AGENT_TIMEOUT_MS} ms, fail closed); agents3 = three noop agents in one parallel group. turnstile speaks Cap'n Proto to them, the baseline the agent protocol's JSON encoding (the same agent binaries; the SDK converts JSON to its Cap'n Proto view, which the agent processes pay for). turnstile: $SHARDS shards, \`spin = \"fixed\"\`, \`spin_us = 50\`; baseline: $SHARDS tokio worker threads; same configuration file for both."
     "Server CPU per request is the server process's own utime + stime: the agent processes' CPU is not included (it is the same agent binaries for both engines)."
+    "zero-rtt: $ZERO_RTT_ITERATIONS iterations per run, each a first connection (full handshake, no ticket) and a resumed one whose echo rides in 0-RTT, timed from connect to the checked response (\`turnstile-load --mode zero-rtt\`); \`retry_above_initials_per_sec = 1000000\`. streams-10k / streams-100k: that many bidirectional streams held open, each with a 5-byte frame header and nothing more, over connections of $STREAMS_PER_CONNECTION streams (\`max_concurrent_bidi_streams\`), one kept free for a probe; bytes per idle stream = server VmRSS added by the streams ÷ streams, read once it stops growing (\`--mode idle-streams\`)."
+    "delay50-open: open loop (\`turnstile-load --rates … --p99-max-ms $D50_P99_MAX_MS\`): requests sent on schedule at each rate of $D50_RATES rps in turn (${D50_WARMUP_S} s warm-up + ${D50_STEP_S} s measured per step, over $D50_CONNECTIONS connections, at most $D50_MAX_IN_FLIGHT outstanding), latency from each request's intended send time (coordinated-omission corrected); the search stops at the first step whose p99 (errors counted as infinitely slow) is above $D50_P99_MAX_MS ms; the held rate is the highest step below it (lower median over rounds), its other figures are that step's. One turnstile-agent-delay (50 ms per call, timeout ${D50_AGENT_TIMEOUT_MS} ms); \`max_concurrent_bidi_streams = $D50_STREAMS\`. The load generator, the server and the agent share the machine's cores, so the held rate is a floor for the machine, not the server alone."
     "$ROUNDS rounds, interleaved (engines alternate, their order swapped every other round), each server started fresh for each run; ${WARMUP_S} s warm-up, ${DURATION_S} s measured per run; figures are medians over the rounds. RSS is the server's VmRSS at the end of the measured window."
 )
 note_args=()

@@ -1,71 +1,35 @@
 //! turnstile-dispatch: the circuit breaker's "may I call" check (a plain load and compare; target
-//! under 2 ns), and one request through a three-agent parallel plan (handle_request → 3 `Call`
-//! actions → 3 allow replies → `Done` → recycle). Prints ns per check and per request at the end.
+//! under 2 ns), one request through a three-agent parallel plan (handle_request → 3 `Call`
+//! actions → 3 allow replies → `Done` → recycle), and the call slab's put + get + removal (what
+//! every agent call costs in bookkeeping). Prints ns per check, per request and per slab round at
+//! the end.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use turnstile_dispatch::{
-    Action, AgentIndex, AgentReply, AgentSpec, CallId, Dispatch, EventKind, FailMode, RequestKey,
-    RequestView, RouteSpec,
-};
+use turnstile_benches::dispatch_fixture::{SLAB_LIVE_CALLS, one_request, three_agent_dispatch};
+use turnstile_dispatch::bench::CallSlab;
+use turnstile_dispatch::{AgentIndex, AgentReply, CallId};
 
-const HEADERS: &[&[u8]] = &[b"host", b"user-agent", b"accept", b"authorization"];
-
-fn view() -> RequestView<'static> {
-    RequestView {
-        event: EventKind::RequestHeaders,
-        method: "GET",
-        path: "/api/items",
-        header_names: HEADERS,
-        has_body: false,
-    }
-}
-
-fn dispatch() -> Dispatch {
-    let agents = ["waf", "auth", "bot"]
-        .into_iter()
-        .map(|id| {
-            let mut a = AgentSpec::new(id);
-            a.fail_mode = FailMode::Open;
-            a
-        })
-        .collect();
-    Dispatch::new(agents, vec![RouteSpec::new("", &[&["waf", "auth", "bot"]])]).expect("config")
-}
-
-/// One request through the plan; `now` does not move (time is an input, not read).
-fn one_request(d: &mut Dispatch, now: Instant, reply: &mut AgentReply, calls: &mut [CallId; 3]) {
-    d.handle_request(now, RequestKey(0), "", &view())
-        .expect("accepted");
-    let mut n = 0;
-    while let Some(a) = d.poll_action() {
-        if let Action::Call { call, .. } = a {
-            calls[n] = call;
-            n += 1;
-        }
-    }
-    assert_eq!(n, 3);
-    for &call in calls.iter() {
-        d.handle_reply(now, call, reply);
-    }
-    match d.poll_action() {
-        Some(Action::Done { outcome, .. }) => {
-            black_box(&outcome);
-            d.recycle(outcome);
-        }
-        other => panic!("expected Done, got {other:?}"),
-    }
+/// One call's life in the slab: put, looked up by id (as its reply is), removed.
+fn slab_round(slab: &mut CallSlab, now: Instant) {
+    let id = slab.put(now);
+    assert!(slab.get(black_box(id)));
+    assert!(slab.remove(black_box(id)));
 }
 
 fn main() {
     let now = Instant::now();
-    let mut d = dispatch();
+    let mut d = three_agent_dispatch();
     let mut reply = AgentReply::default();
     let mut calls = [CallId::from_u64(0); 3];
     for _ in 0..1000 {
         one_request(&mut d, now, &mut reply, &mut calls);
+    }
+    let mut slab = CallSlab::new();
+    for _ in 0..SLAB_LIVE_CALLS {
+        slab.put(now);
     }
 
     let mut c = Criterion::default()
@@ -79,12 +43,16 @@ fn main() {
     group.bench_function("three_agent_parallel_plan", |b| {
         b.iter(|| one_request(&mut d, now, &mut reply, &mut calls))
     });
+    group.bench_function("call_slab_put_get_remove", |b| {
+        b.iter(|| slab_round(&mut slab, black_box(now)))
+    });
     group.finish();
 
     // Best of 7 rounds, printed for the report.
     let rounds = 7;
-    let (checks, requests) = (10_000_000u32, 200_000u32);
-    let (mut best_check, mut best_req) = (Duration::MAX, Duration::MAX);
+    let (checks, requests, slab_rounds) = (10_000_000u32, 200_000u32, 10_000_000u32);
+    let (mut best_check, mut best_req, mut best_slab) =
+        (Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..rounds {
         let t = Instant::now();
         for _ in 0..checks {
@@ -96,10 +64,16 @@ fn main() {
             one_request(&mut d, now, &mut reply, &mut calls);
         }
         best_req = best_req.min(t.elapsed());
+        let t = Instant::now();
+        for _ in 0..slab_rounds {
+            slab_round(&mut slab, black_box(now));
+        }
+        best_slab = best_slab.min(t.elapsed());
     }
     println!(
-        "dispatch: breaker_allows {:.2} ns/check (target < 2 ns); three-agent parallel plan {:.0} ns/request",
+        "dispatch: breaker_allows {:.2} ns/check (target < 2 ns); three-agent parallel plan {:.0} ns/request; call slab put + get + remove {:.2} ns",
         best_check.as_nanos() as f64 / f64::from(checks),
         best_req.as_nanos() as f64 / f64::from(requests),
+        best_slab.as_nanos() as f64 / f64::from(slab_rounds),
     );
 }

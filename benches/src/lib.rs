@@ -2,8 +2,11 @@
 //!
 //! The fixtures are realistic messages: an HTTP request of 20 headers (about 1 KB), encoded with
 //! Cap'n Proto through `turnstile-wire`, and the same data as the JSON a conventional agent
-//! protocol sends (owned strings, as Agent Protocol v1 and most peers do).
+//! protocol sends (owned strings, as Agent Protocol v1 and most peers do). [`dispatch_fixture`]
+//! holds the three-agent dispatch plan.
 #![forbid(unsafe_code)]
+
+pub mod dispatch_fixture;
 
 use serde::{Deserialize, Serialize};
 use turnstile_wire::turnstile_capnp::{http_request, proxy_to_agent};

@@ -25,10 +25,16 @@
 //! It is a benchmark reference, not a product: `perf/bench-echo.sh` runs it side by side with
 //! turnstile. SIGTERM or SIGINT stops accepting connections, lets requests in flight finish for
 //! up to `server.drain_timeout_ms`, closes every connection with `SHUTTING_DOWN` and exits 0.
+//!
+//! 0-RTT works as in turnstile (see `early`): the same TLS configuration (stateful single-use
+//! tickets, early data unless `quic.zero_rtt = false`), connections handed over before their
+//! handshake completes so that 0-RTT requests are answered at once, and requests read before the
+//! handshake completed answered `notReplaySafe` unless replay-safe (turnstile's own rule).
 #![forbid(unsafe_code)]
 
 mod agents;
 mod answer;
+mod early;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -264,17 +270,27 @@ async fn accept_loop(
                 Ok(c) => c,
                 Err(_) => return,
             };
-            let Ok(connection) = connecting.await else {
-                return;
+            // Handed over before the handshake completes, so that 0-RTT requests are answered
+            // at once, as turnstile does (see `early`).
+            let (connection, handshake) = match connecting.into_0rtt() {
+                Ok((connection, done)) => (connection, early::Handshake::pending(done)),
+                Err(connecting) => match connecting.await {
+                    Ok(connection) => (connection, early::Handshake::completed()),
+                    Err(_) => return,
+                },
             };
             let _open = Counted::new(&shared.connections);
-            serve_connection(connection, shared.clone()).await;
+            serve_connection(connection, handshake, shared.clone()).await;
         });
     }
 }
 
 /// One task per connection: accepts request streams and spawns one task per stream.
-async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>) {
+async fn serve_connection(
+    connection: quinn::Connection,
+    handshake: Arc<early::Handshake>,
+    shared: Arc<Shared>,
+) {
     loop {
         let (send, recv) = match connection.accept_bi().await {
             Ok(pair) => pair,
@@ -282,15 +298,21 @@ async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>) {
             Err(_) => return,
         };
         let shared = shared.clone();
+        let handshake = handshake.clone();
         tokio::spawn(async move {
             let _request = Counted::new(&shared.in_flight);
-            serve_stream(send, recv, &shared).await;
+            serve_stream(send, recv, &handshake, &shared).await;
         });
     }
 }
 
 /// One request: read the whole stream, answer with one frame, finish.
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: &Shared) {
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    handshake: &early::Handshake,
+    shared: &Shared,
+) {
     let request = match recv.read_to_end(shared.max_request_bytes).await {
         Ok(bytes) => bytes,
         Err(ReadToEndError::TooLong) => {
@@ -308,8 +330,16 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
             return;
         }
     };
+    // Read before the handshake completed: 0-RTT data, served only if replay-safe (`early`).
+    let refused = if handshake.is_handshaking() {
+        early::refusal(&request)
+    } else {
+        None
+    };
     let response = if shared.draining.load(Ordering::Relaxed) {
         answer::shutting_down(&request)
+    } else if let Some(refusal) = refused {
+        refusal
     } else if let Some(plane) = &shared.plane {
         agents::decide(
             plane.clone(),

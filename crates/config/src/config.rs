@@ -96,6 +96,10 @@ pub struct ShardConfig {
     pub ring_entries: u32,
     /// Whether the ring uses a kernel submission-polling thread.
     pub sqpoll: bool,
+    /// Longest time one sleep in the kernel may last before the shard looks again, even with
+    /// nothing to do; `None` (`max_sleep_ms = 0`, the default) = sleep until a completion, a
+    /// wake-up or the next timer.
+    pub max_sleep: Option<Duration>,
 }
 
 /// Congestion controller of every connection (`quic.congestion`).
@@ -413,10 +417,17 @@ fn shard(f: &FileShard) -> Result<ShardConfig, ConfigError> {
             "must be a power of two",
         ));
     }
+    let max_sleep = milliseconds(
+        "shard.max_sleep_ms",
+        f.max_sleep_ms,
+        0,
+        limits::MAX_SLEEP_MS_MAX,
+    )?;
     Ok(ShardConfig {
         spin,
         ring_entries,
         sqpoll: f.sqpoll,
+        max_sleep: (!max_sleep.is_zero()).then_some(max_sleep),
     })
 }
 

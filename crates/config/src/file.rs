@@ -56,6 +56,7 @@ pub(crate) struct FileShard {
     pub spin_us: Option<i64>,
     pub ring_entries: i64,
     pub sqpoll: bool,
+    pub max_sleep_ms: i64,
 }
 
 /// `shard.spin_us` when the key is absent.
@@ -68,6 +69,7 @@ impl Default for FileShard {
             spin_us: None,
             ring_entries: 1024,
             sqpoll: false,
+            max_sleep_ms: 0,
         }
     }
 }

@@ -18,6 +18,9 @@ pub const DRAIN_TIMEOUT_MS_MAX: u64 = 600_000;
 /// Longest `shard.spin_us`: 100 ms.
 pub const SPIN_US_MAX: u64 = 100_000;
 
+/// Longest `shard.max_sleep_ms`: 1 s.
+pub const MAX_SLEEP_MS_MAX: u64 = 1000;
+
 /// Fewest `shard.ring_entries`.
 pub const RING_ENTRIES_MIN: u64 = 8;
 

@@ -30,6 +30,7 @@ fn embedded_default_loads_and_validates() {
     assert_eq!(cfg.shard.spin, SpinPolicy::Fixed(50));
     assert_eq!(cfg.shard.ring_entries, 1024);
     assert!(!cfg.shard.sqpoll);
+    assert_eq!(cfg.shard.max_sleep, None);
     assert_eq!(cfg.quic.max_concurrent_bidi_streams, 1024);
     assert_eq!(cfg.quic.idle_timeout, Duration::from_secs(30));
     assert_eq!(cfg.quic.keep_alive, Some(Duration::from_secs(10)));
@@ -92,6 +93,20 @@ fn spin_policy_forms() {
     assert_eq!(
         error("[shard]\nspin = \"adaptive\"\nspin_us = 0"),
         "shard.spin_us = 0: must be between 1 and 100000"
+    );
+}
+
+#[test]
+fn max_sleep_bounds_the_kernel_sleep() {
+    let max_sleep = |text: &str| Config::parse(text).expect("valid").shard.max_sleep;
+    assert_eq!(max_sleep("[shard]\nmax_sleep_ms = 0"), None);
+    assert_eq!(
+        max_sleep("[shard]\nmax_sleep_ms = 5"),
+        Some(Duration::from_millis(5))
+    );
+    assert_eq!(
+        error("[shard]\nmax_sleep_ms = 1001"),
+        "shard.max_sleep_ms = 1001: must be between 0 and 1000"
     );
 }
 

@@ -27,6 +27,8 @@
 #![warn(missing_docs)]
 
 mod agent;
+#[cfg(feature = "bench")]
+pub mod bench;
 mod breaker;
 mod calls;
 mod config;

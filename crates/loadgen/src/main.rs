@@ -10,6 +10,13 @@
 //! measured window and divided by the requests completed in it. On a 2-core machine the load
 //! generator often saturates first, so CPU per request is the honest figure of server cost.
 //!
+//! Open loop (`--rate RPS`, or a rate search with `--rates R1,R2,… --p99-max-ms MS`): requests
+//! are sent on a fixed schedule whatever the answers do, at most `--max-in-flight` outstanding,
+//! and latency runs from each request's intended send time (coordinated-omission corrected, as
+//! wrk2 does); a search stops at the first step whose p99 is above the threshold and reports the
+//! highest rate held (`held_rps`). See `open_loop.rs`. On a terminal, stderr shows a progress
+//! line every second.
+//!
 //! Output: one table line (and its header) on stdout, and the full record as JSON (`--json`).
 //! `turnstile-load summarize` turns many records into the medians, ratios and Markdown page
 //! that `perf/bench-echo.sh` publishes.
@@ -24,12 +31,26 @@
 //! but not free (see `loadgen_cpu_us_per_req`). The planned next step, for the full scenario
 //! matrix (open loop, request mixes, SVG output), is a quinn-proto-direct loop on a pinned core
 //! with batched UDP I/O, the same sans-IO shape as turnstile's shards.
+//!
+//! Two measurement modes replace the load loop: `--mode zero-rtt` (time to first response of a
+//! resumed connection whose request rides in 0-RTT vs a first, full-handshake one; `zero_rtt`)
+//! and `--mode idle-streams` (the server's RSS per open idle stream; `idle_streams`).
 #![forbid(unsafe_code)]
 
 mod cpu;
+mod extra_figures;
+mod idle_streams;
+mod limits;
+mod open_loop;
+mod open_run;
+mod open_summary;
+mod probe;
+mod progress;
 mod report;
 mod run;
 mod summarize;
+mod ticker;
+mod zero_rtt;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,13 +65,14 @@ use run::{Plan, RequestKind};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Load generator for turnstile's client protocol (QUIC + Cap'n Proto), closed loop.
+/// Load generator for turnstile's client protocol (QUIC + Cap'n Proto), closed or open loop.
 #[derive(Parser, Debug)]
 #[command(
     name = "turnstile-load",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -113,6 +135,36 @@ struct RunArgs {
     /// Do not print the table header.
     #[arg(long)]
     no_header: bool,
+    /// Open loop (`--rate`, `--rates`, `--p99-max-ms`, `--max-in-flight`).
+    #[command(flatten)]
+    open: open_run::OpenArgs,
+    /// What to measure: `closed` (the closed loop above), `zero-rtt` (time to first response of
+    /// a resumed connection with its request in 0-RTT vs a first, full-handshake connection) or
+    /// `idle-streams` (the server's RSS per open idle stream; needs `--server-pid`). The last two
+    /// send echo requests and ignore the load options (in flight, connections, durations).
+    #[arg(long, value_enum, default_value_t = Mode::Closed)]
+    mode: Mode,
+    /// `--mode zero-rtt`: measured iterations, each one 1-RTT and one 0-RTT connection.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// `--mode idle-streams`: bidirectional streams to open and keep idle.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
+    /// `--mode idle-streams`: streams the server allows open per connection (its
+    /// `quic.max_concurrent_bidi_streams`); one per connection stays free for a probe request.
+    #[arg(long, default_value_t = 1024)]
+    streams_per_connection: usize,
+}
+
+/// What a load run measures (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Closed-loop requests: latency, throughput, CPU per request.
+    Closed,
+    /// 0-RTT vs 1-RTT time to first response (`zero_rtt`).
+    ZeroRtt,
+    /// Server memory per idle stream (`idle_streams`).
+    IdleStreams,
 }
 
 fn seconds(name: &str, s: f64) -> Result<Duration, String> {
@@ -143,13 +195,23 @@ fn load(args: RunArgs) -> Result<(), String> {
         .cert
         .ok_or("--cert <pem> is required: the server certificate to pin")?;
     let request_name = format!("{:?}", args.request).to_lowercase();
-    let scenario = args.scenario.unwrap_or_else(|| {
-        if args.in_flight == 1 {
-            format!("{request_name}-serial")
-        } else {
-            format!("{request_name}-{}", args.in_flight)
-        }
-    });
+    let mode_scenario = match args.mode {
+        Mode::Closed => None,
+        Mode::ZeroRtt => Some("zero-rtt".to_owned()),
+        Mode::IdleStreams => Some(format!("streams-{}", args.streams)),
+    };
+    let open_scenario = args.open.default_scenario(&request_name);
+    let scenario = args
+        .scenario
+        .or(mode_scenario)
+        .or(open_scenario)
+        .unwrap_or_else(|| {
+            if args.in_flight == 1 {
+                format!("{request_name}-serial")
+            } else {
+                format!("{request_name}-{}", args.in_flight)
+            }
+        });
     let plan = Plan {
         addr: args.addr,
         server_name: args.server_name,
@@ -168,12 +230,25 @@ fn load(args: RunArgs) -> Result<(), String> {
     if plan.duration.is_zero() {
         return Err("--duration-s must be above 0".into());
     }
-    let report = run::run(&plan)?;
+    if args.mode != Mode::Closed {
+        args.open.plan(&plan, true)?; // refuses open-loop options with another mode
+    }
+    let report = match args.mode {
+        Mode::Closed => match args.open.plan(&plan, false)? {
+            Some(open) => open_run::run(&open)?,
+            None => run::run(&plan)?,
+        },
+        Mode::ZeroRtt => zero_rtt::run(&plan, args.iterations)?,
+        Mode::IdleStreams => idle_streams::run(&plan, args.streams, args.streams_per_connection)?,
+    };
     if !args.no_header {
         println!("{}", RunReport::table_header());
     }
     println!("{}", report.table_line());
     eprintln!("  {}", report.placement());
+    if let Some(open) = &report.open_loop {
+        eprint!("{}", open_loop::steps_table(open));
+    }
     if let Some(e) = &report.first_error {
         eprintln!(
             "turnstile-load: {} request(s) failed; the first: {e}",

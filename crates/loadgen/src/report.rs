@@ -151,6 +151,18 @@ pub struct RunReport {
     pub other_cores_busy: Option<f64>,
     /// Clock ticks per second used to convert utime + stime.
     pub clk_tck: u64,
+    /// `--mode zero-rtt`: 0-RTT and 1-RTT time to first response (then `p*_us` are the 0-RTT
+    /// figures and `requests` counts the connections of both kinds that were answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_rtt: Option<crate::zero_rtt::ZeroRttFigures>,
+    /// `--mode idle-streams`: the server's memory per idle stream (then `requests` counts the
+    /// idle streams held and the latency figures are 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_streams: Option<crate::idle_streams::IdleStreamFigures>,
+    /// Open loop (`--rate`, `--rates`): target and achieved rate, steps, the rate held; absent
+    /// for a closed loop. Its members sit at the top level of the record.
+    #[serde(flatten, default)]
+    pub open_loop: Option<crate::open_loop::OpenLoopReport>,
 }
 
 impl RunReport {
@@ -228,6 +240,9 @@ impl RunReport {
             server_threads: threads.server,
             loadgen_threads: threads.loadgen,
             clk_tck,
+            zero_rtt: None,
+            idle_streams: None,
+            open_loop: None,
         }
     }
 

@@ -90,7 +90,7 @@ struct Shared {
 }
 
 /// Why one request failed.
-enum Failure {
+pub(crate) enum Failure {
     /// The connection is gone: this worker stops.
     Connection(String),
     /// This request failed; the next one may succeed.
@@ -184,6 +184,23 @@ async fn run_local(plan: &Plan) -> Result<RunReport, String> {
     let server_threads = || server_pid.and_then(|p| cpu::threads(p).ok());
     let own_threads = || cpu::threads(Pid::OurSelf).unwrap_or_default();
 
+    // The live progress line (stderr on a terminal only): answers over the run, percentiles of
+    // the measured window so far.
+    let progress = crate::progress::spawn({
+        let shared = shared.clone();
+        move || {
+            let h = shared.histogram.borrow();
+            let l = (!h.is_empty()).then(|| Latency::from_histogram(&h));
+            crate::progress::Snapshot {
+                phase: format!("{:?}", shared.phase.get()).to_lowercase(),
+                requests: shared.total_ok.get(),
+                errors: shared.total_errors.get(),
+                in_flight: None,
+                p50_us: l.map(|l| l.p50_us),
+                p99_us: l.map(|l| l.p99_us),
+            }
+        }
+    });
     tokio::time::sleep(plan.warmup).await;
     let server_start = sample_server()?;
     let self_start = cpu::sample(Pid::OurSelf).map_err(|e| format!("/proc/self: {e}"))?;
@@ -195,6 +212,7 @@ async fn run_local(plan: &Plan) -> Result<RunReport, String> {
 
     tokio::time::sleep(plan.duration).await;
     shared.phase.set(Phase::Done);
+    drop(progress);
     let elapsed = started.elapsed();
     let server_end = sample_server()?;
     let self_end = cpu::sample(Pid::OurSelf).map_err(|e| format!("/proc/self: {e}"))?;
@@ -252,7 +270,7 @@ async fn run_local(plan: &Plan) -> Result<RunReport, String> {
 }
 
 /// The rustls configuration pinning the certificate in `cert`, wrapped for quinn.
-fn client_config(cert: &Path) -> Result<quinn::ClientConfig, String> {
+pub(crate) fn client_config(cert: &Path) -> Result<quinn::ClientConfig, String> {
     let cert = CertificateDer::from_pem_file(cert)
         .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
     let crypto = turnstile_config::dev_client_crypto(&cert).map_err(|e| e.to_string())?;
@@ -269,7 +287,7 @@ fn client_config(cert: &Path) -> Result<quinn::ClientConfig, String> {
     Ok(config)
 }
 
-fn payload(len: usize) -> Vec<u8> {
+pub(crate) fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
@@ -307,7 +325,7 @@ pub const DECIDE_HEADERS: [(&str, &str); 20] = [
 ];
 
 /// The request frame a worker sends again and again (its correlation id is its slot).
-fn request_frame(
+pub(crate) fn request_frame(
     kind: RequestKind,
     correlation_id: u64,
     payload_bytes: usize,
@@ -361,10 +379,10 @@ fn request_frame(
 }
 
 /// What a correct response looks like.
-struct Expect {
-    correlation_id: u64,
-    kind: RequestKind,
-    payload: Vec<u8>,
+pub(crate) struct Expect {
+    pub(crate) correlation_id: u64,
+    pub(crate) kind: RequestKind,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl Expect {
@@ -434,7 +452,7 @@ async fn worker(conn: quinn::Connection, frame: Bytes, expect: Expect, shared: R
     }
 }
 
-async fn one_request(
+pub(crate) async fn one_request(
     conn: &quinn::Connection,
     frame: Bytes,
     read_limit: usize,

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::extra_figures::{self, ExtraFigures};
+use crate::open_summary::{self, OpenFigures};
 use crate::report::RunReport;
 
 /// Largest server CPU per request ratio (engine ÷ baseline) that meets the target.
@@ -111,6 +113,12 @@ pub struct Row {
     pub other_cores_busy: Option<f64>,
     /// Median server resident set size at the end of the window, bytes.
     pub server_rss_bytes: Option<f64>,
+    /// `--mode zero-rtt` / `--mode idle-streams` figures (absent for the closed loop).
+    #[serde(flatten)]
+    pub extra: ExtraFigures,
+    /// Open-loop figures: the rate held (absent for the closed loop).
+    #[serde(flatten)]
+    pub open: OpenFigures,
 }
 
 /// One engine against the baseline in one scenario.
@@ -270,6 +278,8 @@ fn build(args: &SummarizeArgs, runs: Vec<RunReport>) -> Summary {
                 loadgen_runqueue_wait_us_per_req: m(&|r| r.loadgen_runqueue_wait_us_per_req),
                 other_cores_busy: mo(&|r| r.other_cores_busy),
                 server_rss_bytes: mo(&|r| r.server_rss_bytes.map(|b| b as f64)),
+                extra: ExtraFigures::of(&group),
+                open: OpenFigures::of(&group),
             });
         }
     }
@@ -350,6 +360,20 @@ fn ratio(row: &Row, base: &Row) -> Ratio {
             format!("{rps:.2}×"),
         )
     });
+    // Request latency and throughput targets mean nothing for connection set-up or idle
+    // streams: the mode's own targets replace them, and rps is not compared.
+    let rps = if row.extra.is_mode_run() {
+        targets = row.extra.targets();
+        f64::NAN
+    } else {
+        rps
+    };
+    if row.open.target_rps.is_some() {
+        // Open loop: both engines are sent the same rates, so rps compares nothing; the rate
+        // held does.
+        targets.retain(|(t, _, _)| !t.starts_with("rps"));
+        targets.extend(open_summary::targets(&row.scenario, &row.open, &base.open));
+    }
     Ratio {
         scenario: row.scenario.clone(),
         engine: row.engine.clone(),
@@ -368,7 +392,8 @@ fn f1(v: Option<f64>) -> String {
 }
 
 fn f2(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
+    v.filter(|v| v.is_finite())
+        .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
 }
 
 fn markdown(s: &Summary, cores: usize) -> String {
@@ -465,12 +490,12 @@ fn markdown(s: &Summary, cores: usize) -> String {
             .collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.engine,
-            r.p50,
-            r.p99,
-            r.rps,
+            f2(Some(r.p50)),
+            f2(Some(r.p99)),
+            f2(Some(r.rps)),
             f2(r.server_cpu_per_req),
             f2(r.server_sched_cpu_per_req),
             targets.join("; ")
@@ -600,7 +625,7 @@ fn bench_json(s: &Summary, missing: &[Missing], cores: usize) -> serde_json::Val
         .rows
         .iter()
         .map(|r| {
-            json!({
+            let mut entry = json!({
                 "name": r.scenario, "engine": r.engine,
                 "p50_us": r.p50_us, "p99_us": r.p99_us, "p999_us": r.p999_us, "rps": r.rps,
                 "rss_bytes": r.server_rss_bytes.map(|b| b.round() as u64),
@@ -609,7 +634,12 @@ fn bench_json(s: &Summary, missing: &[Missing], cores: usize) -> serde_json::Val
                 "loadgen_cpu_us_per_req": r.loadgen_cpu_us_per_req,
                 "in_flight": r.in_flight, "connections": r.connections,
                 "rounds_used": r.rounds_used, "rounds": r.rounds,
-            })
+            });
+            if let Value::Object(map) = &mut entry {
+                map.extend(r.extra.json());
+                map.extend(r.open.json());
+            }
+            entry
         })
         .collect();
     for x in missing {
@@ -634,10 +664,21 @@ fn bench_json(s: &Summary, missing: &[Missing], cores: usize) -> serde_json::Val
         ratios.insert(
             name.to_owned(),
             match r {
-                Some(r) => json!({
-                    "p50": r.p50, "p99": r.p99, "rps": r.rps,
-                    "server_cpu_us_per_req": r.server_cpu_per_req,
-                }),
+                Some(r) => {
+                    let mut entry = json!({
+                        "p50": r.p50, "p99": r.p99, "rps": r.rps,
+                        "server_cpu_us_per_req": r.server_cpu_per_req,
+                    });
+                    if let (Value::Object(map), Some(t), Some(b)) = (
+                        &mut entry,
+                        row(s, name, "turnstile"),
+                        row(s, name, &s.baseline),
+                    ) {
+                        map.extend(extra_figures::ratio_json(&t.extra, &b.extra));
+                        map.extend(open_summary::ratio_json(&t.open, &b.open));
+                    }
+                    entry
+                }
                 None => Value::Null,
             },
         );
@@ -699,8 +740,14 @@ fn bench_markdown(s: &Summary, missing: &[Missing]) -> String {
     for name in &names {
         let t = row(s, name, "turnstile");
         let b = row(s, name, &s.baseline);
-        let lat = |r: &Row| format!("{:.1} / {:.1}", r.p50_us, r.p99_us);
-        let rps = |r: &Row| format!("{:.0}", r.rps);
+        let lat = |r: &Row| match r.extra.is_idle_streams() {
+            true => "–".to_owned(),
+            false => format!("{:.1} / {:.1}", r.p50_us, r.p99_us),
+        };
+        let rps = |r: &Row| match r.extra.is_mode_run() {
+            true => "–".to_owned(),
+            false => format!("{:.0}", r.rps),
+        };
         let cpu = |r: &Row| f1(r.server_cpu_us_per_req);
         let ratio = s
             .ratios
@@ -724,6 +771,18 @@ fn bench_markdown(s: &Summary, missing: &[Missing]) -> String {
         );
     }
     md.push('\n');
+    let modes: Vec<(&str, &str, &ExtraFigures)> = s
+        .rows
+        .iter()
+        .map(|r| (r.scenario.as_str(), r.engine.as_str(), &r.extra))
+        .collect();
+    md.push_str(&extra_figures::markdown(&modes, &s.baseline));
+    let open: Vec<(&str, &str, &OpenFigures)> = s
+        .rows
+        .iter()
+        .map(|r| (r.scenario.as_str(), r.engine.as_str(), &r.open))
+        .collect();
+    md.push_str(&open_summary::markdown(&open, &s.baseline));
     for engine in ["turnstile", s.baseline.as_str()] {
         let (p50, p99, cpu) = added_per_agent(s, engine);
         if p50.is_some() || cpu.is_some() {
@@ -828,6 +887,9 @@ fn svg(s: &Summary) -> String {
         }
     }
     for (n, r) in s.rows.iter().enumerate() {
+        if r.extra.is_idle_streams() {
+            continue; // no latency to plot
+        }
         let colour =
             COLOURS[scenarios.iter().position(|x| *x == r.scenario).unwrap_or(0) % COLOURS.len()];
         let dash = if r.engine == s.baseline {
@@ -903,5 +965,55 @@ mod tests {
         let md = bench_markdown(&summary, &missing);
         assert!(md.contains("| agent1-serial | – | missing |"));
         assert!(svg(&summary).starts_with("<svg"));
+    }
+
+    #[test]
+    fn mode_figures_reach_the_matrix_json_and_page() {
+        use crate::extra_figures::test_run;
+        use crate::idle_streams::IdleStreamFigures;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SummarizeArgs,
+        }
+        let args = <Cli as clap::Parser>::parse_from(["summarize", "x.json"]).args;
+        let idle = |engine: &str, bytes: f64| {
+            let mut r = test_run("streams-10k", engine);
+            r.latency = Default::default();
+            r.idle_streams = Some(IdleStreamFigures {
+                streams: 10,
+                opened: 10,
+                connections: 1,
+                bytes_per_idle_stream: bytes,
+                settled: true,
+                ..IdleStreamFigures::default()
+            });
+            r
+        };
+        let runs = vec![
+            idle("turnstile", 3000.0),
+            idle("baseline", 1500.0),
+            idle("turnstile", 3000.0),
+            idle("baseline", 1500.0),
+        ];
+        let summary = build(&args, runs);
+        let json = bench_json(&summary, &[], 2);
+        let entry = &json["scenarios"][0];
+        assert_eq!(entry["bytes_per_idle_stream"], 3000.0);
+        assert!(entry["p50_us"].is_null() && entry["rps"].is_null());
+        assert_eq!(json["ratios"]["streams-10k"]["bytes_per_idle_stream"], 2.0);
+        assert!(json["ratios"]["streams-10k"]["rps"].is_null());
+        let ratio = &summary.ratios[0];
+        assert_eq!(ratio.targets.len(), 1, "{:?}", ratio.targets);
+        assert_eq!(
+            ratio.targets[0].1,
+            Some(false),
+            "3000 B misses the 1 KB target"
+        );
+        let md = bench_markdown(&summary, &[]);
+        assert!(md.contains("| streams-10k | – | – | – | – |"), "{md}");
+        assert!(md.contains("### Idle streams"), "{md}");
+        let page = markdown(&summary, 2);
+        assert!(!page.contains("NaN"), "{page}");
     }
 }

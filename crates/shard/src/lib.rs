@@ -41,6 +41,12 @@ pub struct ShardSpec {
     pub listen: SocketAddr,
     /// How the loop waits when idle.
     pub spin: SpinPolicy,
+    /// Longest one sleep in the kernel may last; `None` = until a completion, a wake-up or the
+    /// next timer. With a bound, a sleep that ends with nothing to do is followed by a yield of
+    /// the core, so that tools which do not know `io_uring_enter` can block (valgrind 3.19 runs
+    /// one thread at a time and never switches away from a thread inside it) let the process's
+    /// other threads run.
+    pub max_sleep: Option<Duration>,
     /// io_uring submission queue entries.
     pub ring_entries: u32,
     /// Use a kernel SQ polling thread.
@@ -319,6 +325,8 @@ fn run(
     let mut published = turnstile_frontdoor::FrontDoorStats::default();
     let mut published_report = ShardReport::default();
     let mut iterations: u32 = 0;
+    // The last bounded sleep ended and the loop has found no work since.
+    let mut slept_idle = false;
     loop {
         iterations = iterations.wrapping_add(1);
         if iterations.is_multiple_of(256) {
@@ -476,6 +484,7 @@ fn run(
 
         if worked {
             spinner.worked();
+            slept_idle = false;
             continue;
         }
         match spinner.idle(now) {
@@ -502,6 +511,14 @@ fn run(
                     // Wake up regularly while shutting down to check the deadlines.
                     let tick = now + Duration::from_millis(10);
                     deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+                }
+                if let Some(bound) = spec.max_sleep {
+                    if slept_idle {
+                        std::thread::yield_now();
+                    }
+                    let until = now + bound;
+                    deadline = Some(deadline.map_or(until, |d| d.min(until)));
+                    slept_idle = true;
                 }
                 ring.wait(deadline).map_err(io("wait"))?;
             }

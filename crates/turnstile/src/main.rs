@@ -223,6 +223,7 @@ fn run(
             core: cores.get(i).copied(),
             listen: config.server.listen,
             spin,
+            max_sleep: config.shard.max_sleep,
             ring_entries: config.shard.ring_entries,
             sqpoll: config.shard.sqpoll,
             plane: agents.plane.clone(),
