@@ -158,11 +158,14 @@ fn code_of(e: &WireError) -> ErrorCode {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use turnstile_wire::FrameWriter;
 
-    fn request_frame(fill: impl FnOnce(request::Builder<'_>) -> capnp::Result<()>) -> Vec<u8> {
+    /// A framed `Request` built by `fill` (shared by the baseline's unit tests).
+    pub(crate) fn request_frame(
+        fill: impl FnOnce(request::Builder<'_>) -> capnp::Result<()>,
+    ) -> Vec<u8> {
         let mut scratch = vec![0u8; 4096];
         let mut writer = FrameWriter::new(&mut scratch);
         let mut out = Vec::new();

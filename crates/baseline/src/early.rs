@@ -99,18 +99,8 @@ pub fn refusal(stream: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use turnstile_wire::FrameWriter;
+    use crate::answer::tests::request_frame;
     use turnstile_wire::turnstile_capnp::response;
-
-    fn request_frame(fill: impl FnOnce(request::Builder<'_>) -> capnp::Result<()>) -> Vec<u8> {
-        let mut scratch = vec![0u8; 4096];
-        let mut writer = FrameWriter::new(&mut scratch);
-        let mut out = Vec::new();
-        writer
-            .write::<request::Owned, _>(&mut out, fill)
-            .expect("request encodes");
-        out
-    }
 
     #[test]
     fn replay_safe_requests_are_served_from_0rtt() {

@@ -60,4 +60,31 @@ impl ProcessSpec {
             stop_grace: Duration::from_millis(limits::STOP_GRACE_MS),
         }
     }
+
+    /// Runs the command pinned to `cpus` (util-linux `taskset -c`, so no raw affinity system
+    /// call is needed); an empty list leaves it unpinned.
+    pub fn pinned(mut self, cpus: &[usize]) -> Self {
+        if !cpus.is_empty() {
+            let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            let mut argv = vec!["taskset".to_owned(), "-c".to_owned(), list.join(",")];
+            argv.append(&mut self.argv);
+            self.argv = argv;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProcessSpec;
+
+    #[test]
+    fn pinning_wraps_the_command_in_taskset() {
+        let spec = ProcessSpec::new("a", vec!["agent".into(), "--x".into()], "/s.sock");
+        assert_eq!(spec.clone().pinned(&[]).argv, spec.argv);
+        assert_eq!(
+            spec.pinned(&[0, 1]).argv,
+            vec!["taskset", "-c", "0,1", "agent", "--x"]
+        );
+    }
 }

@@ -120,15 +120,8 @@ pub fn start(config: &Config) -> Result<Agents, String> {
                 // Present whenever an agent is supervised (computed just above).
                 let dir = runtime.as_ref().ok_or("no runtime directory")?;
                 let socket = dir.socket_path(&a.id).map_err(|e| e.to_string())?;
-                let mut argv = resolve_program(argv);
-                if !a.cpus.is_empty() {
-                    // Pinning uses util-linux's taskset, so no raw affinity system call is needed.
-                    let list: Vec<String> = a.cpus.iter().map(usize::to_string).collect();
-                    let mut pinned = vec!["taskset".to_owned(), "-c".to_owned(), list.join(",")];
-                    pinned.append(&mut argv);
-                    argv = pinned;
-                }
-                processes.push(ProcessSpec::new(&a.id, argv, &socket));
+                let argv = resolve_program(argv);
+                processes.push(ProcessSpec::new(&a.id, argv, &socket).pinned(&a.cpus));
                 socket
             }
             Placement::External { socket } => socket.clone(),

@@ -80,15 +80,7 @@ impl Plane {
                 Placement::Supervised { argv } => {
                     let dir = runtime.as_ref().ok_or("no runtime directory")?;
                     let socket = dir.socket_path(&a.id).map_err(|e| e.to_string())?;
-                    let mut argv = argv.clone();
-                    if !a.cpus.is_empty() {
-                        let list: Vec<String> = a.cpus.iter().map(usize::to_string).collect();
-                        let mut pinned =
-                            vec!["taskset".to_owned(), "-c".to_owned(), list.join(",")];
-                        pinned.append(&mut argv);
-                        argv = pinned;
-                    }
-                    processes.push(ProcessSpec::new(&a.id, argv, &socket));
+                    processes.push(ProcessSpec::new(&a.id, argv.clone(), &socket).pinned(&a.cpus));
                     socket
                 }
                 Placement::External { socket } => socket.clone(),
