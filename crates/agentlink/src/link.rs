@@ -211,6 +211,14 @@ impl Link {
         self.calls.len()
     }
 
+    /// Whether another call fits under the agent's declared `maxConcurrency` (0 = no limit).
+    pub fn has_room(&self) -> bool {
+        match self.caps.as_ref().map_or(0, |c| c.max_concurrency) {
+            0 => true,
+            max => self.calls.len() < max as usize,
+        }
+    }
+
     /// The capabilities from the handshake.
     pub fn capabilities(&self) -> Option<&Capabilities> {
         self.caps.as_ref()

@@ -117,13 +117,14 @@ impl Pool {
         }
     }
 
-    /// The ready, unpaused slot with the fewest calls in flight.
+    /// The ready, unpaused slot with room under the agent's declared concurrency and the fewest
+    /// calls in flight.
     pub fn pick(&self) -> Option<usize> {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.link.as_ref().map(|l| (i, l)))
-            .filter(|(_, l)| l.is_ready() && !l.is_paused())
+            .filter(|(_, l)| l.is_ready() && !l.is_paused() && l.has_room())
             .min_by_key(|(_, l)| l.calls_in_flight())
             .map(|(i, _)| i)
     }
@@ -135,11 +136,15 @@ impl Pool {
             .any(|s| s.link.as_ref().is_some_and(Link::is_paused))
     }
 
-    /// Whether a connection is on its way: connecting or handshaking, not yet ready.
-    pub fn any_connecting(&self) -> bool {
-        self.slots
-            .iter()
-            .any(|s| s.link.as_ref().is_some_and(|l| !l.is_ready()))
+    /// Whether a call would find room soon: a connection is still connecting or handshaking, or
+    /// a ready, unpaused one is full at the agent's declared concurrency (room frees up as its
+    /// calls finish).
+    pub fn room_coming(&self) -> bool {
+        self.slots.iter().any(|s| {
+            s.link
+                .as_ref()
+                .is_some_and(|l| !l.is_ready() || (!l.is_paused() && !l.has_room()))
+        })
     }
 
     /// Whether any connection is ready.

@@ -39,6 +39,8 @@ pub fn parse_delay_ms(text: &str) -> Result<u64, String> {
 pub struct Delay {
     delay_ms: AtomicU64,
     timer: Timer,
+    /// Declared `maxConcurrency` per connection (`None` = the SDK's default).
+    max_concurrency: Option<u32>,
 }
 
 impl Delay {
@@ -47,13 +49,24 @@ impl Delay {
         Ok(Delay {
             delay_ms: AtomicU64::new(delay_ms.min(DELAY_MS_MAX)),
             timer: Timer::new()?,
+            max_concurrency: None,
         })
+    }
+
+    /// Declares at most `n` requests in flight per connection (at least 1).
+    pub fn with_max_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = Some(n.max(1));
+        self
     }
 }
 
 impl Agent for Delay {
     fn info(&self) -> AgentInfo {
-        AgentInfo::new("delay", env!("CARGO_PKG_VERSION")).name("turnstile-agent-delay")
+        let info = AgentInfo::new("delay", env!("CARGO_PKG_VERSION")).name("turnstile-agent-delay");
+        match self.max_concurrency {
+            Some(n) => info.max_concurrency(n),
+            None => info,
+        }
     }
 
     fn configure(&self, config: &[u8]) -> Result<(), ConfigError> {

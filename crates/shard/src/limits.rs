@@ -28,5 +28,6 @@ pub const HEADERS_VIEWED_MAX: usize = 128;
 pub const PAYLOAD_BUFFERS_POOLED_MAX: usize = 4096;
 
 /// Calls to one agent parked while its connections are still connecting or handshaking (right
-/// after start-up or a restart). Beyond it calls get the agent's fail mode at once.
+/// after start-up or a restart), or full at the agent's declared `maxConcurrency`. Beyond it calls
+/// get the agent's fail mode at once.
 pub const CALLS_WAITING_FOR_CONNECT_MAX: usize = 1024;

@@ -455,8 +455,13 @@ impl Plane {
             }
         });
         self.mark_dirty(a, slot);
+        let freed = !self.finished.is_empty();
         for user in self.finished.drain(..) {
             self.calls.remove(&user);
+        }
+        if freed {
+            // Finished calls made room under the agent's declared concurrency.
+            self.retry_waiting(now, a);
         }
         self.end_bodies();
         if let Err(e) = result {
@@ -909,6 +914,7 @@ impl Plane {
                         };
                         link.cancel(cid, why, unix_ms(), &mut self.writer);
                         self.mark_dirty(a, slot);
+                        self.retry_waiting(now, a);
                     }
                 }
                 Action::Done { req, outcome } => {
@@ -933,6 +939,7 @@ impl Plane {
                             if !self.dirty.contains(&(a, slot)) {
                                 self.dirty.push((a, slot));
                             }
+                            self.retry_waiting(now, a);
                         }
                     }
                     self.count(&outcome);
@@ -1016,10 +1023,11 @@ impl Plane {
         }
         let rt = &mut self.agents[a as usize];
         let Some(slot) = rt.pool.pick() else {
-            // Right after start-up (or a reconnect) the connection is still handshaking: park
-            // the call instead of failing it, so the first requests see the agent, not its
-            // fail mode. An agent with nothing on the way fails the call at once.
-            if rt.pool.any_connecting()
+            // Right after start-up (or a reconnect) the connection is still handshaking, or
+            // every connection is full at the agent's declared `maxConcurrency`: park the call
+            // instead of failing it (its timeout still runs). An agent with nothing on the way
+            // fails the call at once.
+            if rt.pool.room_coming()
                 && rt.waiting.len() < crate::limits::CALLS_WAITING_FOR_CONNECT_MAX
             {
                 rt.waiting.push_back((call.to_u64(), req.0, deadline));

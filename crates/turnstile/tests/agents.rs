@@ -665,3 +665,34 @@ async fn inline_body_reaches_body_agents(engine: Engine) {
     assert_eq!(v, "allow");
     assert_eq!(timings, vec![("waf".to_string(), "Allowed".to_string())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_keep_to_the_agents_declared_concurrency() {
+    let _serial = common::serial();
+    // One connection, one call at a time, 100 ms each: four requests at once must queue, not
+    // fail, and the last cannot be answered before four delays have passed.
+    let config = format!(
+        "[agents.one]\ncommand = [\"{}\", \"--socket\", \"{{socket}}\", \"--delay-ms\", \"100\", \"--max-concurrency\", \"1\"]\nconnections = 1\ntimeout_ms = 3000\n\n[[routes]]\nid = \"default\"\nchain = [[\"one\"]]\n",
+        agent_binary("delay").display()
+    );
+    let server = Server::start("", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let conn = conn.clone();
+        set.spawn(async move { call(&conn, &decide("", "GET", "/", "", &[])).await });
+    }
+    while let Some(r) = set.join_next().await {
+        let (v, _, timings) = common::decision(&r.unwrap().unwrap());
+        assert_eq!(v, "allow", "{timings:?}");
+    }
+    // Two shards may each hold one connection: at most two calls at once, so four take at
+    // least two rounds of 100 ms (without the limit they would all finish after one).
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+}
