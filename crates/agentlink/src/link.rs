@@ -357,6 +357,21 @@ impl Link {
         }
     }
 
+    /// Tells the agent turnstile is draining this connection: no new requests after the ones in
+    /// flight, which finish within `deadline_ms`. Nothing is sent before the handshake completes.
+    pub fn drain(&mut self, deadline_ms: u32, writer: &mut FrameWriter<'static>) {
+        if self.state != State::Ready {
+            return;
+        }
+        let written = writer.write::<proxy_to_agent::Owned, _>(&mut self.out, |mut m| {
+            m.set_correlation_id(0);
+            m.init_drain().set_deadline_ms(deadline_ms);
+            Ok(())
+        });
+        // A fixed-size message: it always encodes.
+        assert!(written.is_ok(), "drain frame must encode: {written:?}");
+    }
+
     fn queue_configure(&mut self, writer: &mut FrameWriter<'static>) {
         let (agent_id, config, generation) = (&self.agent_id, &self.config, self.generation);
         let written = writer.write::<proxy_to_agent::Owned, _>(&mut self.out, |mut m| {

@@ -451,6 +451,9 @@ fn run(
                 b"server shutting down",
                 &mut handler,
             );
+            // Every request is answered or cancelled: no call will start again. Agents hear it
+            // only now, so requests still in flight during the drain could use every agent.
+            plane.drain(now, now + Duration::from_millis(CLOSE_FLUSH_MS), &mut ring);
             closed_at = Some(now);
         }
 

@@ -307,6 +307,26 @@ impl Plane {
         at
     }
 
+    /// turnstile stops: tells every connected agent to drain by `deadline`, and writes it out.
+    pub(crate) fn drain(&mut self, now: Instant, deadline: Instant, ring: &mut Ring) {
+        let ms = deadline
+            .saturating_duration_since(now)
+            .as_millis()
+            .min(u128::from(u32::MAX)) as u32;
+        for (ai, rt) in self.agents.iter_mut().enumerate() {
+            for slot in 0..rt.pool.len() {
+                if let Some(link) = rt.pool.link(slot) {
+                    link.drain(ms, &mut self.writer);
+                    if !self.dirty.contains(&(ai as u16, slot as u16)) {
+                        self.dirty.push((ai as u16, slot as u16));
+                    }
+                }
+            }
+        }
+        // Written now: the shard may stop before its next loop iteration.
+        self.flush(ring);
+    }
+
     /// A reload changed `agent`'s configuration: push it to its open connections (with a new
     /// generation) and keep it for later ones. Unknown agents are ignored (adding agents needs
     /// a restart).

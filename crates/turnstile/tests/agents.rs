@@ -696,3 +696,21 @@ async fn calls_keep_to_the_agents_declared_concurrency() {
         t0.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_turnstile_tells_its_agents() {
+    let _serial = common::serial();
+    let config = format!(
+        "{}\n[[routes]]\nid = \"default\"\nchain = [[\"a\"]]\n",
+        agent_table("a", "noop", "")
+    );
+    let mut server = Server::start("drain_timeout_ms = 2000", &config);
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    // A request first, so every shard's connection to the agent is surely up.
+    let (v, _, _) = common::decision(&call(&conn, &decide("", "GET", "/", "", &[])).await.unwrap());
+    assert_eq!(v, "allow");
+    server.signal("TERM");
+    let line = server.wait_for_line("draining (deadline", Duration::from_secs(10));
+    assert!(line.contains("ms)"), "{line}");
+}
