@@ -8,6 +8,7 @@
 //! | `garbage` | writes 64 random bytes on the connection (never a valid frame header) |
 //! | `oversized` | writes a frame header announcing `FRAME_BYTES_MAX + 1` bytes |
 //! | `slow:<ms>` | allows after `<ms>`, without holding up other requests |
+//! | `restart:<ms>` | allows, and asks turnstile to restart the agent after `<ms>` (`restartRequired`) |
 //! | `unhealthy` | reports Unhealthy from now on (sent at once), then allows |
 //! | `healthy` | reports Healthy again, then allows |
 //! | `panic` | the handler panics (the SDK answers with a dropped-reply allow) |
@@ -56,6 +57,8 @@ pub enum Mode {
     Panic,
     /// Block with 503.
     Block,
+    /// Allow, and ask turnstile to restart this agent after this many ms (`restartRequired`).
+    Restart(u64),
 }
 
 impl Mode {
@@ -70,9 +73,10 @@ impl Mode {
             "healthy" => Mode::Healthy,
             "panic" => Mode::Panic,
             "block" => Mode::Block,
-            other => match other.strip_prefix("slow:") {
-                Some(ms) => Mode::Slow(parse_delay_ms(ms)?),
-                None => Mode::Allow,
+            other => match (other.strip_prefix("slow:"), other.strip_prefix("restart:")) {
+                (Some(ms), _) => Mode::Slow(parse_delay_ms(ms)?),
+                (_, Some(ms)) => Mode::Restart(parse_delay_ms(ms)?),
+                _ => Mode::Allow,
             },
         })
     }
@@ -189,6 +193,10 @@ impl Agent for Chaos {
             }
             Mode::Panic => panic!("chaos: panic requested"),
             Mode::Block => reply.tag("chaos").block(503, "chaos\n"),
+            Mode::Restart(ms) => {
+                conn.restart_required("chaos: restart requested", ms);
+                reply.allow();
+            }
         }
     }
 
@@ -205,6 +213,8 @@ mod tests {
     fn modes() {
         assert_eq!(Mode::parse("slow:25"), Ok(Mode::Slow(25)));
         assert!(Mode::parse("slow:x").is_err());
+        assert_eq!(Mode::parse("restart:600"), Ok(Mode::Restart(600)));
+        assert!(Mode::parse("restart:-1").is_err());
         assert_eq!(Mode::parse("whatever"), Ok(Mode::Allow));
         assert_eq!(Mode::parse(" crash "), Ok(Mode::Crash));
         let c = Chaos::new().unwrap();

@@ -60,6 +60,9 @@ pub enum PlaneEvent {
     RestartRequired {
         /// Agent id.
         agent_id: String,
+        /// How long the agent asked turnstile to wait before restarting it
+        /// (`RestartRequired.gracePeriodMs`).
+        grace: std::time::Duration,
     },
 }
 
@@ -417,7 +420,7 @@ impl Plane {
         };
         let mut ready = false;
         let mut flow: Option<bool> = None;
-        let mut restart = false;
+        let mut restart: Option<u64> = None;
         let dispatch = &mut self.dispatch;
         let reply = &mut self.reply;
         let reports = &self.reports;
@@ -457,10 +460,10 @@ impl Plane {
                 }
             }
             LinkEvent::ConfigUpdate(u) => {
-                if let Ok(s::config_update_request::update::RestartRequired(_)) =
+                if let Ok(s::config_update_request::update::RestartRequired(r)) =
                     u.get_update().which()
                 {
-                    restart = true;
+                    restart = Some(r.map_or(0, |r| r.get_grace_period_ms()));
                 }
                 if let Ok(s::config_update_request::update::ConfigError(e)) = u.get_update().which()
                     && let Ok(e) = e
@@ -503,9 +506,12 @@ impl Plane {
                 self.dispatch.handle_flow(now, agent_index, false);
             }
         }
-        if restart && let Some(tx) = &self.events {
+        if let Some(grace_ms) = restart
+            && let Some(tx) = &self.events
+        {
             let _ = tx.try_send(PlaneEvent::RestartRequired {
                 agent_id: self.agents[ai].setup.id.clone(),
+                grace: std::time::Duration::from_millis(grace_ms),
             });
         }
     }

@@ -16,6 +16,42 @@ use turnstile_supervisor::{
 /// backoff anyway; waiting only spares the first requests a fail mode.
 const AGENTS_READY_WAIT_MS: u64 = 10_000;
 
+/// Longest grace period honoured for an agent's `restartRequired` (a longer one is cut to it).
+const RESTART_GRACE_MS_MAX: u64 = 60_000;
+
+/// Restarts agents asked for (`restartRequired`), each after its grace period. Sans-IO: time is
+/// passed in. One pending restart per agent: every connection of an agent (one or more per
+/// shard) passes on the same request, and the later copies must not restart it again.
+#[derive(Debug, Default)]
+struct RestartSchedule {
+    /// (due, agent id); at most one entry per agent, so bounded by the number of agents.
+    pending: Vec<(Instant, String)>,
+}
+
+impl RestartSchedule {
+    /// An agent asked to be restarted after `grace`. Returns when it will be, or `None` when a
+    /// restart of it is already pending (then that one stands).
+    fn handle_request(&mut self, now: Instant, agent_id: &str, grace: Duration) -> Option<Instant> {
+        if self.pending.iter().any(|(_, a)| a == agent_id) {
+            return None;
+        }
+        let due = now + grace.min(Duration::from_millis(RESTART_GRACE_MS_MAX));
+        self.pending.push((due, agent_id.to_owned()));
+        Some(due)
+    }
+
+    /// The next agent whose restart is due at `now`.
+    fn poll_due(&mut self, now: Instant) -> Option<String> {
+        let i = self.pending.iter().position(|(due, _)| *due <= now)?;
+        Some(self.pending.swap_remove(i).1)
+    }
+
+    /// When the next restart is due.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.iter().map(|(due, _)| *due).min()
+    }
+}
+
 /// Loads a WASM agent's module with its configured limits.
 pub fn load_wasm(
     engine: &turnstile_wasm_host::WasmEngine,
@@ -211,19 +247,45 @@ pub fn start(config: &Config) -> Result<Agents, String> {
     std::thread::Builder::new()
         .name("turnstile-plane-events".into())
         .spawn(move || {
-            for event in events_rx {
-                match event {
-                    PlaneEvent::RestartRequired { agent_id } => match &restarter {
-                        Some(s) => {
-                            println!("turnstile: agent {agent_id} asked for a restart");
-                            if let Err(e) = s.restart(&agent_id) {
-                                eprintln!("turnstile: cannot restart agent {agent_id}: {e}");
+            let mut schedule = RestartSchedule::default();
+            loop {
+                let event = match schedule.poll_timeout() {
+                    Some(at) => {
+                        match events_rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                            Ok(e) => Some(e),
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    None => match events_rx.recv() {
+                        Ok(e) => Some(e),
+                        Err(_) => return,
+                    },
+                };
+                if let Some(PlaneEvent::RestartRequired { agent_id, grace }) = event {
+                    match &restarter {
+                        Some(_) => {
+                            if schedule
+                                .handle_request(Instant::now(), &agent_id, grace)
+                                .is_some()
+                            {
+                                println!(
+                                    "turnstile: agent {agent_id} asked for a restart (in {} ms)",
+                                    grace.as_millis().min(u128::from(RESTART_GRACE_MS_MAX))
+                                );
                             }
                         }
                         None => eprintln!(
                             "turnstile: agent {agent_id} asked for a restart, but it is run by someone else"
                         ),
-                    },
+                    }
+                }
+                while let Some(agent_id) = schedule.poll_due(Instant::now()) {
+                    if let Some(s) = &restarter
+                        && let Err(e) = s.restart(&agent_id)
+                    {
+                        eprintln!("turnstile: cannot restart agent {agent_id}: {e}");
+                    }
                 }
             }
         })
@@ -276,5 +338,35 @@ fn log_event(event: &SupervisorEvent) {
             error,
             restart_in,
         } => tracing::error!(agent = %agent_id, %error, ?restart_in, "agent could not be started"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_wait_for_their_grace_and_happen_once() {
+        let t0 = Instant::now();
+        let mut s = RestartSchedule::default();
+        let due = s.handle_request(t0, "waf", Duration::from_millis(500));
+        assert_eq!(due, Some(t0 + Duration::from_millis(500)));
+        // The same request from the agent's other connections changes nothing.
+        assert_eq!(s.handle_request(t0, "waf", Duration::ZERO), None);
+        assert_eq!(s.handle_request(t0, "auth", Duration::ZERO), Some(t0));
+        assert_eq!(s.poll_timeout(), Some(t0));
+        assert_eq!(s.poll_due(t0).as_deref(), Some("auth"));
+        assert_eq!(s.poll_due(t0 + Duration::from_millis(499)), None);
+        assert_eq!(
+            s.poll_due(t0 + Duration::from_millis(500)).as_deref(),
+            Some("waf")
+        );
+        assert_eq!(s.poll_timeout(), None);
+        // Once done, a new request schedules a new restart; huge graces are capped.
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            s.handle_request(later, "waf", Duration::from_secs(3600)),
+            Some(later + Duration::from_millis(RESTART_GRACE_MS_MAX))
+        );
     }
 }

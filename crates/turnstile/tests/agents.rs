@@ -714,3 +714,25 @@ async fn draining_turnstile_tells_its_agents() {
     let line = server.wait_for_line("draining (deadline", Duration::from_secs(10));
     assert!(line.contains("ms)"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_required_waits_for_its_grace_period() {
+    let _serial = common::serial();
+    let mut server = Server::start_on(Engine::Turnstile, "", &chaos_config("closed"));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    let (v, _, _) = chaos(&conn, "restart:800").await;
+    assert_eq!(v, "allow");
+    server.wait_for_line("asked for a restart (in 800 ms)", Duration::from_secs(5));
+    let asked = Instant::now();
+    // Within the grace period the agent still serves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (v, outcome, _) = chaos(&conn, "allow").await;
+    assert_eq!((v.as_str(), outcome.as_str()), ("allow", "Allowed"));
+    server.wait_for_line("restart requested", Duration::from_secs(10));
+    assert!(
+        asked.elapsed() >= Duration::from_millis(550),
+        "restarted {:?} after the request, before its 800 ms grace",
+        asked.elapsed()
+    );
+}
