@@ -9,6 +9,7 @@
 //! | `oversized` | writes a frame header announcing `FRAME_BYTES_MAX + 1` bytes |
 //! | `slow:<ms>` | allows after `<ms>`, without holding up other requests |
 //! | `restart:<ms>` | allows, and asks turnstile to restart the agent after `<ms>` (`restartRequired`) |
+//! | `pause:<ms>` | pauses the request (flow control) for `<ms>`, then resumes and asks for its body; a body chunk arriving while paused gets a 409 block |
 //! | `unhealthy` | reports Unhealthy from now on (sent at once), then allows |
 //! | `healthy` | reports Healthy again, then allows |
 //! | `panic` | the handler panics (the SDK answers with a dropped-reply allow) |
@@ -17,17 +18,22 @@
 //!
 //! Configuration (TOML, or the same as JSON): `mode = "allow"`.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
 use turnstile_agent_sdk::{
-    Agent, AgentInfo, ConfigError, Health, Reply, RequestHeaders, Timer, parse_config,
+    Agent, AgentInfo, BodyChunk, ConfigError, Health, Reply, RequestHeaders, RequestKey, Timer,
+    parse_config,
 };
 use turnstile_wire::limits::FRAME_BYTES_MAX;
 
 use crate::delay::parse_delay_ms;
+
+/// Body bytes the chaos agent asks for (it only looks at whether chunks come while paused).
+const CHAOS_BODY_BYTES_MAX: u64 = 64 * 1024;
 
 /// Exit status of `crash`.
 pub const CRASH_EXIT_CODE: i32 = 70;
@@ -59,6 +65,9 @@ pub enum Mode {
     Block,
     /// Allow, and ask turnstile to restart this agent after this many ms (`restartRequired`).
     Restart(u64),
+    /// Pause the request (per-request flow control) for this many ms, then resume and ask for
+    /// its body; a body chunk that arrives while paused is blocked with 409.
+    Pause(u64),
 }
 
 impl Mode {
@@ -73,9 +82,10 @@ impl Mode {
             "healthy" => Mode::Healthy,
             "panic" => Mode::Panic,
             "block" => Mode::Block,
-            other => match (other.strip_prefix("slow:"), other.strip_prefix("restart:")) {
-                (Some(ms), _) => Mode::Slow(parse_delay_ms(ms)?),
-                (_, Some(ms)) => Mode::Restart(parse_delay_ms(ms)?),
+            other => match other.split_once(':') {
+                Some(("slow", ms)) => Mode::Slow(parse_delay_ms(ms)?),
+                Some(("restart", ms)) => Mode::Restart(parse_delay_ms(ms)?),
+                Some(("pause", ms)) => Mode::Pause(parse_delay_ms(ms)?),
                 _ => Mode::Allow,
             },
         })
@@ -95,6 +105,8 @@ pub struct Chaos {
     unhealthy: AtomicBool,
     rng: AtomicU64,
     timer: Timer,
+    /// Requests paused by `pause:<ms>` and not resumed yet.
+    paused: Arc<Mutex<HashSet<RequestKey>>>,
 }
 
 impl Chaos {
@@ -109,6 +121,7 @@ impl Chaos {
             unhealthy: AtomicBool::new(false),
             rng: AtomicU64::new(seed),
             timer: Timer::new()?,
+            paused: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -139,7 +152,9 @@ impl Chaos {
 
 impl Agent for Chaos {
     fn info(&self) -> AgentInfo {
-        AgentInfo::new("chaos", env!("CARGO_PKG_VERSION")).name("turnstile-agent-chaos")
+        AgentInfo::new("chaos", env!("CARGO_PKG_VERSION"))
+            .name("turnstile-agent-chaos")
+            .request_body(CHAOS_BODY_BYTES_MAX, true)
     }
 
     fn configure(&self, config: &[u8]) -> Result<(), ConfigError> {
@@ -197,6 +212,40 @@ impl Agent for Chaos {
                 conn.restart_required("chaos: restart requested", ms);
                 reply.allow();
             }
+            Mode::Pause(ms) => {
+                let key = req.key();
+                reply.pause();
+                self.paused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key);
+                let paused = self.paused.clone();
+                self.timer.after(Duration::from_millis(ms), move || {
+                    paused
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&key);
+                    reply.resume();
+                    reply.need_more();
+                });
+            }
+        }
+    }
+
+    fn on_request_body(&self, chunk: &BodyChunk<'_>, reply: Reply) {
+        let paused = self
+            .paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&chunk.key());
+        if paused {
+            reply
+                .tag("chaos:chunk-while-paused")
+                .block(409, "body chunk while paused\n");
+        } else if chunk.is_last() {
+            reply.allow();
+        } else {
+            reply.need_more();
         }
     }
 
@@ -214,6 +263,7 @@ mod tests {
         assert_eq!(Mode::parse("slow:25"), Ok(Mode::Slow(25)));
         assert!(Mode::parse("slow:x").is_err());
         assert_eq!(Mode::parse("restart:600"), Ok(Mode::Restart(600)));
+        assert_eq!(Mode::parse("pause:100"), Ok(Mode::Pause(100)));
         assert!(Mode::parse("restart:-1").is_err());
         assert_eq!(Mode::parse("whatever"), Ok(Mode::Allow));
         assert_eq!(Mode::parse(" crash "), Ok(Mode::Crash));

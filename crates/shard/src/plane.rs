@@ -175,6 +175,11 @@ pub(crate) struct Plane {
     wants_more: Vec<u64>,
     /// Emptied per-request call lists, reused so a request costs no allocation.
     spare_calls: Vec<Vec<u64>>,
+    /// Calls whose agent paused them (per-call flow control): call → how many of its request's
+    /// body chunks it has been sent. Chunks after those wait in the request until it resumes.
+    held: HashMap<u64, usize>,
+    /// Per-call flow signals of the connection being read: (call, pause).
+    call_flow: Vec<(u64, bool)>,
     writer: FrameWriter<'static>,
     reply: AgentReply,
     events: Option<Sender<PlaneEvent>>,
@@ -244,6 +249,8 @@ impl Plane {
             finished: Vec::new(),
             wants_more: Vec::new(),
             spare_calls: Vec::new(),
+            held: HashMap::new(),
+            call_flow: Vec::new(),
             writer: FrameWriter::with_static_scratch(),
             reply: AgentReply::default(),
             events,
@@ -427,6 +434,7 @@ impl Plane {
         let shard = self.shard;
         let finished = &mut self.finished;
         let wants_more = &mut self.wants_more;
+        let call_flow = &mut self.call_flow;
         let result = link.handle_data(data, &mut self.writer, |event| match event {
             LinkEvent::Ready => ready = true,
             LinkEvent::Reply {
@@ -453,6 +461,12 @@ impl Plane {
                 Err(e) => tracing::debug!(shard, agent = %agent_id, error = %e, "bad health report"),
             },
             LinkEvent::Flow { user: None, pause: Some(p), .. } => flow = Some(p),
+            LinkEvent::Flow {
+                user: Some(u),
+                pause: Some(p),
+                ..
+            } => call_flow.push((u, p)),
+            // Capacity updates are not acted on: chunks are bounded by the frame limit anyway.
             LinkEvent::Flow { .. } => {}
             LinkEvent::Metrics(m) => {
                 if let Err(e) = reports.record(agent_id, m) {
@@ -481,7 +495,13 @@ impl Plane {
         let freed = !self.finished.is_empty();
         for user in self.finished.drain(..) {
             self.calls.remove(&user);
+            self.held.remove(&user);
         }
+        for i in 0..self.call_flow.len() {
+            let (user, pause) = self.call_flow[i];
+            self.flow_call(user, pause);
+        }
+        self.call_flow.clear();
         if freed {
             // Finished calls made room under the agent's declared concurrency.
             self.retry_waiting(now, a);
@@ -620,6 +640,7 @@ impl Plane {
         let failed = self.agents[a as usize].pool.detach(now, slot as usize);
         for user in failed {
             self.calls.remove(&user);
+            self.held.remove(&user);
             self.dispatch
                 .handle_call_failed(now, CallId::from_u64(user), why);
         }
@@ -850,6 +871,9 @@ impl Plane {
             let Some(&(a, slot, cid, _)) = self.calls.get(&call) else {
                 continue; // over already
             };
+            if self.held.contains_key(&call) {
+                continue; // paused by its agent: sent on resume, from `p.chunks`
+            }
             let rt = &mut self.agents[a as usize];
             let max_body = rt.max_body_bytes;
             if !(rt.subscribes_request_body || rt.subscribes_response_body) || max_body == 0 {
@@ -923,6 +947,7 @@ impl Plane {
                     agent,
                     reason,
                 } => {
+                    self.held.remove(&call.to_u64());
                     let Some((a, slot, cid, _)) = self.calls.remove(&call.to_u64()) else {
                         // Not started yet: it may be parked waiting for a connection.
                         if let Some(rt) = self.agents.get_mut(agent.0 as usize) {
@@ -954,6 +979,7 @@ impl Plane {
                     // Calls still open when the request is decided are moot: cancel them (the
                     // dispatch usually did already) and forget them.
                     for call in &p.calls {
+                        self.held.remove(call);
                         if let Some((a, slot, cid, _)) = self.calls.remove(call)
                             && let Some(link) = self.agents[a as usize].pool.link(slot as usize)
                         {
@@ -1289,11 +1315,48 @@ impl Plane {
 
     /// Calls whose agent asked for more body (`needMore`) although the body is complete get one
     /// empty final chunk, so the agent decides instead of waiting for its timeout.
+    /// An agent paused or resumed one call: a paused call is sent no further body chunks; on
+    /// resume it gets the ones it missed, in order.
+    fn flow_call(&mut self, user: u64, pause: bool) {
+        let Some(&(a, slot, cid, key)) = self.calls.get(&user) else {
+            return; // over already
+        };
+        let Some(p) = self.requests.get(key as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        if pause {
+            self.held.entry(user).or_insert(p.chunks.len());
+            return;
+        }
+        let Some(sent) = self.held.remove(&user) else {
+            return;
+        };
+        let rt = &mut self.agents[a as usize];
+        let max_body = rt.max_body_bytes;
+        if !(rt.subscribes_request_body || rt.subscribes_response_body) || max_body == 0 {
+            return;
+        }
+        let Some(link) = rt.pool.link(slot as usize) else {
+            return;
+        };
+        for chunk in p.chunks.iter().skip(sent) {
+            if let Err(e) = send_chunk(link, cid, &mut self.writer, chunk, max_body) {
+                tracing::debug!(shard = self.shard, error = %e, "cannot forward a held body chunk");
+            }
+        }
+        if !self.dirty.contains(&(a, slot)) {
+            self.dirty.push((a, slot));
+        }
+    }
+
     fn end_bodies(&mut self) {
         while let Some(user) = self.wants_more.pop() {
             let Some(&(a, slot, cid, key)) = self.calls.get(&user) else {
                 continue;
             };
+            if self.held.contains_key(&user) {
+                continue; // its held chunks, the last among them, go out on resume
+            }
             let Some(p) = self.requests.get_mut(key as usize).and_then(Option::as_mut) else {
                 continue;
             };

@@ -736,3 +736,44 @@ async fn restart_required_waits_for_its_grace_period() {
         asked.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_call_gets_its_body_only_after_resume() {
+    let _serial = common::serial();
+    let server = Server::start_on(Engine::Turnstile, "", &chaos_config("closed"));
+    let ep = client_endpoint();
+    let conn = server.connect(&ep).await;
+    // Headers first (the agent pauses this request for 150 ms), the body 30 ms later: it must
+    // wait in turnstile until the agent resumes, or the agent blocks with 409.
+    let first = common::request_frame(|mut r| {
+        r.set_correlation_id(9);
+        let mut dr = r.init_decide().init_phase().init_request();
+        let mut req = dr.reborrow().init_request();
+        req.set_method("POST");
+        req.set_path("/upload");
+        let mut h = req.init_headers(1).get(0);
+        h.set_name(b"x-chaos");
+        h.set_value(b"pause:150");
+        dr.init_body().set_is_last(false);
+    });
+    let next = common::request_frame(|mut r| {
+        r.set_correlation_id(9);
+        let mut b = r.init_decide().init_phase().init_request_body();
+        b.set_chunk_index(1);
+        b.set_data(b"the whole body");
+        b.set_is_last(true);
+    });
+    let t0 = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    send.write_all(&next).await.unwrap();
+    send.finish().unwrap();
+    let (v, _, timings) = common::decision(&recv.read_to_end(1 << 20).await.unwrap());
+    assert_eq!(v, "allow", "{timings:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(140),
+        "{:?}",
+        t0.elapsed()
+    );
+}
