@@ -1275,11 +1275,14 @@ impl Plane {
             }
             Ok(())
         })();
+        // The call ran synchronously since `now` was read: read the clock again, so the timing
+        // shows what the module took (the loop's `now` would make every WASM call 0 µs).
+        let done = Instant::now().max(now);
         match result {
-            Ok(()) => self.dispatch.handle_reply(now, call, &mut self.reply),
+            Ok(()) => self.dispatch.handle_reply(done, call, &mut self.reply),
             Err(why) => {
                 tracing::debug!(shard = self.shard, agent = %self.agents[a as usize].setup.id, ?why, "WASM agent call failed");
-                self.dispatch.handle_call_failed(now, call, why);
+                self.dispatch.handle_call_failed(done, call, why);
             }
         }
     }

@@ -28,13 +28,19 @@ async fn wasm_waf_blocks_and_allows() {
     let server = Server::start("", &config);
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
-    let (v, _, timings) = common::decision(
-        &call(&conn, &decide("", "GET", "/ok", "", &[]))
-            .await
-            .unwrap(),
-    );
+    let bytes = call(&conn, &decide("", "GET", "/ok", "", &[]))
+        .await
+        .unwrap();
+    let (v, _, timings) = common::decision(&bytes);
     assert_eq!(v, "allow");
     assert_eq!(timings, vec![("wafw".to_string(), "Allowed".to_string())]);
+    // The module's own time shows (the waf scans path, query and headers: never 0 µs in a
+    // debug build).
+    assert!(
+        common::timing_us(&bytes)[0] > 0,
+        "{:?}",
+        common::timing_us(&bytes)
+    );
     let (v, rules, _) = common::decision(
         &call(&conn, &decide("", "GET", "/s", "q=1 union select 2", &[]))
             .await

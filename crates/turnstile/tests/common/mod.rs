@@ -442,3 +442,18 @@ pub async fn call(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, Str
     send.finish().map_err(|e| e.to_string())?;
     recv.read_to_end(8 << 20).await.map_err(|e| e.to_string())
 }
+
+/// The `elapsedUs` of each agent timing of a decision, in chain order.
+pub fn timing_us(bytes: &[u8]) -> Vec<u32> {
+    let msg = Message::from_frame_bytes(bytes).expect("one response frame");
+    let r = msg.root::<response::Owned>().expect("response root");
+    let response::Decision(d) = r.which().expect("member") else {
+        panic!("not a decision")
+    };
+    d.expect("decision")
+        .get_timings()
+        .expect("timings")
+        .iter()
+        .map(|t| t.get_elapsed_us())
+        .collect()
+}
