@@ -498,6 +498,8 @@ struct RequestHeadersEvent {
 
 struct ResponseHeadersEvent {
   response @0 :HttpResponse;
+  metadata @1 :RequestMetadata; # context of the request this response answers
+  request @2 :HttpRequest;      # that request (method, path, headers), when the proxy sent it
 }
 
 struct CancelReason {

@@ -295,6 +295,8 @@ pub struct ResponseHeaders<'a> {
     key: RequestKey,
     status: u16,
     headers: Headers<'a>,
+    meta: request_metadata::Reader<'a>,
+    req: http_request::Reader<'a>,
 }
 
 impl<'a> ResponseHeaders<'a> {
@@ -304,7 +306,25 @@ impl<'a> ResponseHeaders<'a> {
             key,
             status: r.get_status(),
             headers: Headers::new(r.get_headers()),
+            meta: ev.get_metadata().ok()?,
+            req: ev.get_request().ok()?,
         })
+    }
+    /// Context of the request this response answers (request id, route, client).
+    pub fn metadata(&self) -> Metadata<'a> {
+        Metadata { r: self.meta }
+    }
+    /// Method of the request this response answers ("" when the proxy did not send it).
+    pub fn request_method(&self) -> &'a str {
+        text(self.req.get_method())
+    }
+    /// Path of the request this response answers ("" when the proxy did not send it).
+    pub fn request_path(&self) -> &'a str {
+        text(self.req.get_path())
+    }
+    /// Header fields of the request this response answers (empty when not sent).
+    pub fn request_headers(&self) -> Headers<'a> {
+        Headers::new(self.req.get_headers())
     }
     /// Which request this belongs to.
     pub fn key(&self) -> RequestKey {

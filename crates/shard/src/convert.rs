@@ -269,30 +269,22 @@ pub(crate) fn write_event(
     match phase.which()? {
         decide::phase::Request(r) => {
             let r = r?;
+            let request = r.get_request()?;
             let mut e = m.init_request_headers();
-            {
-                let mut md = e.reborrow().init_metadata();
-                md.set_request_id(meta.request_id);
-                md.set_route_id(meta.route_id);
-                md.set_timestamp_ms(meta.timestamp_ms);
-                md.set_deadline_ms(meta.deadline_ms);
-                let request = r.get_request()?;
-                if let Ok(addr) = request.get_client_address()?.to_str()
-                    && let Ok(sa) = addr.parse::<std::net::SocketAddr>()
-                {
-                    match sa.ip() {
-                        std::net::IpAddr::V4(ip) => md.set_client_ip(&ip.octets()),
-                        std::net::IpAddr::V6(ip) => md.set_client_ip(&ip.octets()),
-                    }
-                    md.set_client_port(sa.port());
-                }
-            }
-            e.set_request(r.get_request()?)?;
+            write_metadata(e.reborrow().init_metadata(), meta, request)?;
+            e.set_request(request)?;
         }
         decide::phase::RequestBody(b) => m.init_request_body_chunk().set_data(b?.get_data()?),
         decide::phase::Response(r) => {
             let r = r?;
-            m.init_response_headers().set_response(r.get_response()?)?;
+            let mut e = m.init_response_headers();
+            e.set_response(r.get_response()?)?;
+            // The request this response answers, so the agent can relate the two.
+            let request = r.get_request()?;
+            write_metadata(e.reborrow().init_metadata(), meta, request)?;
+            if r.has_request() {
+                e.set_request(request)?;
+            }
         }
         decide::phase::ResponseBody(b) => {
             let b = b?;
@@ -313,6 +305,28 @@ pub(crate) fn write_event(
             let mut m = m;
             m.set_request_complete(c?)?;
         }
+    }
+    Ok(())
+}
+
+/// Fills an agent event's `RequestMetadata` from the request's facts and its HTTP request.
+fn write_metadata(
+    mut md: s::request_metadata::Builder<'_>,
+    meta: &Meta<'_>,
+    request: s::http_request::Reader<'_>,
+) -> capnp::Result<()> {
+    md.set_request_id(meta.request_id);
+    md.set_route_id(meta.route_id);
+    md.set_timestamp_ms(meta.timestamp_ms);
+    md.set_deadline_ms(meta.deadline_ms);
+    if let Ok(addr) = request.get_client_address()?.to_str()
+        && let Ok(sa) = addr.parse::<std::net::SocketAddr>()
+    {
+        match sa.ip() {
+            std::net::IpAddr::V4(ip) => md.set_client_ip(&ip.octets()),
+            std::net::IpAddr::V6(ip) => md.set_client_ip(&ip.octets()),
+        }
+        md.set_client_port(sa.port());
     }
     Ok(())
 }
@@ -363,4 +377,61 @@ pub(crate) fn write_body_chunk(
     c.set_total_bytes(body.get_total_bytes());
     c.set_bytes_transferred(cut as u64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_headers_event_carries_its_request_and_metadata() {
+        let mut msg = capnp::message::Builder::new_default();
+        {
+            let mut r = msg.init_root::<s::request::Builder<'_>>();
+            let mut d = r.reborrow().init_decide();
+            d.set_request_id("req-7");
+            let mut resp = d.init_phase().init_response();
+            let mut req = resp.reborrow().init_request();
+            req.set_method("POST");
+            req.set_path("/orders");
+            req.set_client_address("192.0.2.7:51000");
+            resp.init_response().set_status(502);
+        }
+        let root = msg.get_root_as_reader::<s::request::Reader<'_>>().unwrap();
+        let s::request::Decide(d) = root.which().unwrap() else {
+            panic!("not a decide")
+        };
+        let d = d.unwrap();
+        let meta = Meta {
+            request_id: d.get_request_id().unwrap(),
+            route_id: "api",
+            timestamp_ms: 1,
+            deadline_ms: 100,
+        };
+        let mut out = capnp::message::Builder::new_default();
+        write_event(
+            out.init_root::<proxy_to_agent::Builder<'_>>(),
+            d.get_phase(),
+            &meta,
+        )
+        .unwrap();
+        let ev = out
+            .get_root_as_reader::<proxy_to_agent::Reader<'_>>()
+            .unwrap();
+        let proxy_to_agent::ResponseHeaders(e) = ev.which().unwrap() else {
+            panic!("not a responseHeaders event")
+        };
+        let e = e.unwrap();
+        assert_eq!(e.get_response().unwrap().get_status(), 502);
+        let md = e.get_metadata().unwrap();
+        assert_eq!(md.get_request_id().unwrap(), "req-7");
+        assert_eq!(md.get_route_id().unwrap(), "api");
+        assert_eq!(md.get_client_ip().unwrap(), &[192, 0, 2, 7]);
+        assert_eq!(md.get_client_port(), 51000);
+        let req = e.get_request().unwrap();
+        assert_eq!(
+            (req.get_method().unwrap(), req.get_path().unwrap()),
+            ("POST".into(), "/orders".into())
+        );
+    }
 }
