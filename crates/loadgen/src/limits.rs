@@ -101,3 +101,18 @@ pub const SETTLE_TIMEOUT_MS: u64 = 10_000;
 /// Payload length announced by the frame header each idle stream carries (the payload never
 /// follows, so the server holds the stream open, waiting for the rest of the frame).
 pub const IDLE_FRAME_PAYLOAD_BYTES: u32 = 64;
+
+// `--driver proto` (`proto_run.rs`).
+
+/// Longest wait for the handshakes of `--driver proto`'s connections before the warm-up.
+pub const PROTO_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest `--driver proto` waits, once the measured window is over, for the requests still
+/// outstanding and then for its connections to close.
+pub const PROTO_DRAIN: Duration = Duration::from_secs(1);
+
+/// Bytes of the receive buffer of `--driver proto` (one UDP datagram at most).
+pub const PROTO_RECV_BUFFER_BYTES: usize = 65_536;
+
+/// Most datagrams `--driver proto` hands the kernel in one segmented send (UDP GSO, Linux).
+pub const PROTO_GSO_SEGMENTS_MAX: usize = 10;

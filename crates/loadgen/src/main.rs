@@ -26,11 +26,12 @@
 //! frame) on the default route, whose answer must be `allow`. `perf/bench.sh` (`make bench`)
 //! drives the scenario matrix with it.
 //!
-//! Cost: the client is quinn's high-level API on a current-thread tokio runtime, so the whole
-//! load generator is one thread. That is cheap enough to keep a server busy on a small machine,
-//! but not free (see `loadgen_cpu_us_per_req`). The planned next step, for the full scenario
-//! matrix (open loop, request mixes, SVG output), is a quinn-proto-direct loop on a pinned core
-//! with batched UDP I/O, the same sans-IO shape as turnstile's shards.
+//! Cost: by default (`--driver quinn`) the client is quinn's high-level API on a current-thread
+//! tokio runtime, so the whole load generator is one thread. That is cheap enough to keep a
+//! server busy on a small machine, but not free (see `loadgen_cpu_us_per_req`). `--driver proto`
+//! runs the closed loop through quinn-proto directly (`proto_run`): one thread, pinned with
+//! `--cpu N`, every waiting datagram received and every pending one sent before it sleeps, the
+//! same sans-IO shape as turnstile's shards. The open loop and the measurement modes use quinn.
 //!
 //! Two measurement modes replace the load loop: `--mode zero-rtt` (time to first response of a
 //! resumed connection whose request rides in 0-RTT vs a first, full-handshake one; `zero_rtt`)
@@ -46,6 +47,7 @@ mod open_run;
 mod open_summary;
 mod probe;
 mod progress;
+mod proto_run;
 mod report;
 mod run;
 mod summarize;
@@ -154,6 +156,22 @@ struct RunArgs {
     /// `quic.max_concurrent_bidi_streams`); one per connection stays free for a probe request.
     #[arg(long, default_value_t = 1024)]
     streams_per_connection: usize,
+    /// Closed loop engine: `quinn` (quinn's high-level API on a current-thread tokio runtime)
+    /// or `proto` (quinn-proto driven directly by one thread, cheaper per request; `proto_run`).
+    #[arg(long, value_enum, default_value_t = Driver::Quinn)]
+    driver: Driver,
+    /// `--driver proto`: pin the load generator's thread to this core.
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+/// The closed loop's engine (`--driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Driver {
+    /// quinn's high-level API, one task per in-flight request (`run`).
+    Quinn,
+    /// quinn-proto driven directly, one thread, batched socket I/O (`proto_run`).
+    Proto,
 }
 
 /// What a load run measures (`--mode`).
@@ -233,10 +251,23 @@ fn load(args: RunArgs) -> Result<(), String> {
     if args.mode != Mode::Closed {
         args.open.plan(&plan, true)?; // refuses open-loop options with another mode
     }
+    let open_plan = match args.mode {
+        Mode::Closed => args.open.plan(&plan, false)?,
+        _ => None,
+    };
+    if args.driver == Driver::Proto && (args.mode != Mode::Closed || open_plan.is_some()) {
+        return Err(
+            "--driver proto drives the closed loop only (no --mode, --rate or --rates)".into(),
+        );
+    }
+    if args.cpu.is_some() && args.driver != Driver::Proto {
+        return Err("--cpu needs --driver proto".into());
+    }
     let report = match args.mode {
-        Mode::Closed => match args.open.plan(&plan, false)? {
-            Some(open) => open_run::run(&open)?,
-            None => run::run(&plan)?,
+        Mode::Closed => match (open_plan, args.driver) {
+            (Some(open), _) => open_run::run(&open)?,
+            (None, Driver::Quinn) => run::run(&plan)?,
+            (None, Driver::Proto) => proto_run::run(&plan, args.cpu)?,
         },
         Mode::ZeroRtt => zero_rtt::run(&plan, args.iterations)?,
         Mode::IdleStreams => idle_streams::run(&plan, args.streams, args.streams_per_connection)?,

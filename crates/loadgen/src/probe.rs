@@ -263,7 +263,7 @@ pub async fn close_all(conns: &[quinn::Connection], endpoints: &[quinn::Endpoint
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The measurement modes against an in-process quinn server built from turnstile's own
     //! configuration (TLS, session cache, transport), answering echo.
 
@@ -281,7 +281,8 @@ mod tests {
         most: AtomicUsize,
     }
 
-    struct Server {
+    /// An in-process echo server on loopback, stopped when dropped.
+    pub(crate) struct Server {
         addr: SocketAddr,
         cert: std::path::PathBuf,
         counts: Arc<Counts>,
@@ -323,7 +324,7 @@ mod tests {
         out
     }
 
-    fn serve(configure: impl FnOnce(&mut Config)) -> Server {
+    pub(crate) fn serve(configure: impl FnOnce(&mut Config)) -> Server {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let state = std::env::temp_dir().join(format!(
             "turnstile-loadgen-test-{}-{}",
@@ -397,7 +398,7 @@ mod tests {
         }
     }
 
-    fn plan(server: &Server) -> Plan {
+    pub(crate) fn plan(server: &Server) -> Plan {
         Plan {
             addr: server.addr,
             server_name: "localhost".into(),

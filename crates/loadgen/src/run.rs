@@ -72,7 +72,7 @@ pub struct Plan {
 
 /// Phase of the run, set by the window controller and read by workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Warmup,
     Measure,
     Done,
@@ -386,7 +386,7 @@ pub(crate) struct Expect {
 }
 
 impl Expect {
-    fn check(&self, frame: &[u8]) -> Result<(), String> {
+    pub(crate) fn check(&self, frame: &[u8]) -> Result<(), String> {
         let message = Message::from_frame_bytes(frame).map_err(|e| format!("bad frame: {e}"))?;
         let r = message
             .root::<response::Owned>()
