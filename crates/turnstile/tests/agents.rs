@@ -740,11 +740,14 @@ async fn restart_required_waits_for_its_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_call_gets_its_body_only_after_resume() {
     let _serial = common::serial();
-    let server = Server::start_on(Engine::Turnstile, "", &chaos_config("closed"));
+    // A longer timeout than `chaos_config`'s 300 ms: the pause below must not run into it.
+    let config = chaos_config("closed").replace("timeout_ms = 300", "timeout_ms = 3000");
+    let server = Server::start_on(Engine::Turnstile, "", &config);
     let ep = client_endpoint();
     let conn = server.connect(&ep).await;
-    // Headers first (the agent pauses this request for 150 ms), the body 30 ms later: it must
-    // wait in turnstile until the agent resumes, or the agent blocks with 409.
+    // Headers first (the agent pauses this request for 400 ms), the body 100 ms later (time for
+    // the pause to reach turnstile even on a loaded machine): it must wait in turnstile until the
+    // agent resumes, or the agent blocks with 409.
     let first = common::request_frame(|mut r| {
         r.set_correlation_id(9);
         let mut dr = r.init_decide().init_phase().init_request();
@@ -753,7 +756,7 @@ async fn a_paused_call_gets_its_body_only_after_resume() {
         req.set_path("/upload");
         let mut h = req.init_headers(1).get(0);
         h.set_name(b"x-chaos");
-        h.set_value(b"pause:150");
+        h.set_value(b"pause:400");
         dr.init_body().set_is_last(false);
     });
     let next = common::request_frame(|mut r| {
@@ -766,13 +769,13 @@ async fn a_paused_call_gets_its_body_only_after_resume() {
     let t0 = Instant::now();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&first).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     send.write_all(&next).await.unwrap();
     send.finish().unwrap();
     let (v, _, timings) = common::decision(&recv.read_to_end(1 << 20).await.unwrap());
     assert_eq!(v, "allow", "{timings:?}");
     assert!(
-        t0.elapsed() >= Duration::from_millis(140),
+        t0.elapsed() >= Duration::from_millis(380),
         "{:?}",
         t0.elapsed()
     );
