@@ -35,6 +35,7 @@
 mod agents;
 mod answer;
 mod early;
+mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,11 +66,11 @@ mod codes {
 }
 
 /// How long a closing endpoint gets to tell its peers, once the drain is over.
-const CLOSE_FLUSH: Duration = Duration::from_millis(500);
+const CLOSE_FLUSH: Duration = Duration::from_millis(limits::CLOSE_FLUSH_MS);
 /// How often the drain checks whether requests are still in flight.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
+const DRAIN_POLL: Duration = Duration::from_millis(limits::DRAIN_POLL_MS);
 /// Window over which new connection attempts are counted for the Retry threshold.
-const INITIAL_RATE_WINDOW: Duration = Duration::from_secs(1);
+const INITIAL_RATE_WINDOW: Duration = Duration::from_millis(limits::INITIAL_RATE_WINDOW_MS);
 
 /// The conventional-stack reference server (tokio + quinn) for turnstile's benchmarks.
 #[derive(Parser, Debug)]

@@ -19,13 +19,14 @@ use turnstile_wire::{AGENT_PROTOCOL_VERSION, FrameKind, Message, limits, peek_he
 
 use super::json;
 
-/// Frames queued for one connection's writer.
-const WRITE_QUEUE_FRAMES_MAX: usize = 4096;
-/// Time an agent has to answer the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reconnect backoff bounds.
-const RECONNECT_MIN: Duration = Duration::from_millis(50);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+use crate::limits::{
+    AGENT_HANDSHAKE_TIMEOUT_MS, AGENT_RECONNECT_MS_MAX, AGENT_RECONNECT_MS_MIN,
+    AGENT_WRITE_BATCH_BYTES_MAX, AGENT_WRITE_QUEUE_FRAMES_MAX,
+};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(AGENT_HANDSHAKE_TIMEOUT_MS);
+const RECONNECT_MIN: Duration = Duration::from_millis(AGENT_RECONNECT_MS_MIN);
+const RECONNECT_MAX: Duration = Duration::from_millis(AGENT_RECONNECT_MS_MAX);
 
 /// What the agent declared at the handshake and the baseline acts on.
 #[derive(Debug, Default, Clone)]
@@ -283,7 +284,7 @@ async fn connect(
         return Err(format!("handshake answer of kind {kind:?}"));
     }
     let caps = read_caps(&buf)?;
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_FRAMES_MAX);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(AGENT_WRITE_QUEUE_FRAMES_MAX);
     let conn = Arc::new(Conn {
         tx,
         calls: Mutex::new(HashMap::new()),
@@ -299,7 +300,7 @@ async fn connect(
         while let Some(frame) = rx.recv().await {
             batch.clear();
             batch.extend_from_slice(&frame);
-            while batch.len() < 64 * 1024 {
+            while batch.len() < AGENT_WRITE_BATCH_BYTES_MAX {
                 match rx.try_recv() {
                     Ok(more) => batch.extend_from_slice(&more),
                     Err(_) => break,

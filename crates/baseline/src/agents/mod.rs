@@ -23,7 +23,7 @@ use turnstile_supervisor::{
 pub use chain::decide;
 
 /// How long start-up waits for agents (their sockets, then the first connections).
-const AGENTS_READY_WAIT: Duration = Duration::from_secs(10);
+const AGENTS_READY_WAIT: Duration = Duration::from_millis(crate::limits::AGENTS_READY_WAIT_MS);
 
 /// One agent as the chain sees it.
 struct Agent {
