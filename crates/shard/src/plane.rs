@@ -327,9 +327,7 @@ impl Plane {
             for slot in 0..rt.pool.len() {
                 if let Some(link) = rt.pool.link(slot) {
                     link.drain(ms, &mut self.writer);
-                    if !self.dirty.contains(&(ai as u16, slot as u16)) {
-                        self.dirty.push((ai as u16, slot as u16));
-                    }
+                    mark_dirty(&mut self.dirty, ai as u16, slot as u16);
                 }
             }
         }
@@ -362,9 +360,7 @@ impl Plane {
         for slot in 0..rt.pool.len() {
             if let Some(link) = rt.pool.link(slot) {
                 link.reconfigure(config, rt.generation, &mut self.writer);
-                if !self.dirty.contains(&(ai as u16, slot as u16)) {
-                    self.dirty.push((ai as u16, slot as u16));
-                }
+                mark_dirty(&mut self.dirty, ai as u16, slot as u16);
             }
         }
     }
@@ -491,7 +487,7 @@ impl Plane {
                 }
             }
         });
-        self.mark_dirty(a, slot);
+        mark_dirty(&mut self.dirty, a, slot);
         let freed = !self.finished.is_empty();
         for user in self.finished.drain(..) {
             self.calls.remove(&user);
@@ -591,12 +587,6 @@ impl Plane {
         };
         if let Err(e) = self.dispatch.set_interest(AgentIndex(a), interest) {
             tracing::warn!(shard = self.shard, agent = %rt.setup.id, error = %e, "agent declared an interest turnstile cannot use; it gets every request");
-        }
-    }
-
-    fn mark_dirty(&mut self, a: u16, slot: u16) {
-        if !self.dirty.contains(&(a, slot)) {
-            self.dirty.push((a, slot));
         }
     }
 
@@ -885,9 +875,7 @@ impl Plane {
             if let Err(e) = send_chunk(link, cid, &mut self.writer, &frame, max_body) {
                 tracing::debug!(shard = self.shard, error = %e, "cannot forward a body chunk");
             }
-            if !self.dirty.contains(&(a, slot)) {
-                self.dirty.push((a, slot));
-            }
+            mark_dirty(&mut self.dirty, a, slot);
         }
         if chunk_is_last(&frame) {
             p.body_done = true;
@@ -914,9 +902,7 @@ impl Plane {
                         rt.pool.attach(slot, link);
                         self.tokens.insert(token, (ai as u16, slot as u16));
                         self.slot_tokens[ai][slot] = Some(token);
-                        if !self.dirty.contains(&(ai as u16, slot as u16)) {
-                            self.dirty.push((ai as u16, slot as u16));
-                        }
+                        mark_dirty(&mut self.dirty, ai as u16, slot as u16);
                     }
                     Err(e) => {
                         tracing::debug!(shard = self.shard, agent = %rt.setup.id, error = %e, "cannot start agent connect");
@@ -964,7 +950,7 @@ impl Plane {
                             }
                         };
                         link.cancel(cid, why, unix_ms(), &mut self.writer);
-                        self.mark_dirty(a, slot);
+                        mark_dirty(&mut self.dirty, a, slot);
                         self.retry_waiting(now, a);
                     }
                 }
@@ -988,9 +974,7 @@ impl Plane {
                                 None => CancelWhy::Timeout,
                             };
                             link.cancel(cid, why, unix_ms(), &mut self.writer);
-                            if !self.dirty.contains(&(a, slot)) {
-                                self.dirty.push((a, slot));
-                            }
+                            mark_dirty(&mut self.dirty, a, slot);
                             self.retry_waiting(now, a);
                         }
                     }
@@ -1156,7 +1140,7 @@ impl Plane {
                 {
                     p.calls.push(call.to_u64());
                 }
-                self.mark_dirty(a, slot as u16);
+                mark_dirty(&mut self.dirty, a, slot as u16);
             }
             Err(e) => {
                 tracing::debug!(shard = self.shard, error = %e, "cannot start agent call");
@@ -1347,9 +1331,7 @@ impl Plane {
                 tracing::debug!(shard = self.shard, error = %e, "cannot forward a held body chunk");
             }
         }
-        if !self.dirty.contains(&(a, slot)) {
-            self.dirty.push((a, slot));
-        }
+        mark_dirty(&mut self.dirty, a, slot);
     }
 
     fn end_bodies(&mut self) {
@@ -1380,10 +1362,17 @@ impl Plane {
                 c.set_is_last(true);
                 Ok(())
             });
-            if sent.is_ok() && !self.dirty.contains(&(a, slot)) {
-                self.dirty.push((a, slot));
+            if sent.is_ok() {
+                mark_dirty(&mut self.dirty, a, slot);
             }
         }
+    }
+}
+
+/// Queues agent connection `(a, slot)` for the next write to its socket (once).
+fn mark_dirty(dirty: &mut Vec<(u16, u16)>, a: u16, slot: u16) {
+    if !dirty.contains(&(a, slot)) {
+        dirty.push((a, slot));
     }
 }
 

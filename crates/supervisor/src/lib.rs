@@ -26,7 +26,7 @@ pub use error::SupervisorError;
 pub use runtime_dir::{
     RuntimeDir, check_socket, check_socket_path_len, current_uid, validate_agent_id,
 };
-pub use supervisor::{Supervisor, SupervisorEvent, SupervisorHandle};
+pub use supervisor::{Supervisor, SupervisorEvent, SupervisorHandle, wait_ready};
 
 /// How to run one agent process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,29 @@ impl ProcessSpec {
 #[cfg(test)]
 mod tests {
     use super::ProcessSpec;
+
+    #[test]
+    fn wait_ready_returns_the_agents_that_never_got_ready() {
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        tx.send(crate::SupervisorEvent::Started {
+            agent_id: "a".into(),
+            pid: 1,
+        })
+        .expect("channel open");
+        tx.send(crate::SupervisorEvent::Ready {
+            agent_id: "a".into(),
+        })
+        .expect("channel open");
+        let mut seen = 0;
+        let late = crate::wait_ready(
+            &rx,
+            &["a".to_string(), "b".to_string()],
+            std::time::Duration::from_millis(50),
+            |_| seen += 1,
+        );
+        assert_eq!(late, vec!["b".to_string()]);
+        assert_eq!(seen, 2);
+    }
 
     #[test]
     fn pinning_wraps_the_command_in_taskset() {

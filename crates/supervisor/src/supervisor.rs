@@ -477,3 +477,29 @@ fn emit(events: &Sender<SupervisorEvent>, event: SupervisorEvent) {
         }
     }
 }
+
+/// Waits up to `wait` for a [`SupervisorEvent::Ready`] of every agent in `expected`, handing
+/// each event received (`Ready` included) to `on_event`. Returns the agents still not ready
+/// when the wait ran out (empty when all are).
+pub fn wait_ready(
+    rx: &Receiver<SupervisorEvent>,
+    expected: &[String],
+    wait: Duration,
+    mut on_event: impl FnMut(&SupervisorEvent),
+) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut waiting: Vec<String> = expected.to_vec();
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(event) => {
+                if let SupervisorEvent::Ready { agent_id } = &event {
+                    waiting.retain(|w| w != agent_id);
+                }
+                on_event(&event);
+            }
+            Err(_) => break,
+        }
+    }
+    waiting
+}

@@ -230,7 +230,22 @@ pub fn start(config: &Config) -> Result<Agents, String> {
         let expected: Vec<String> = processes.iter().map(|p| p.agent_id.clone()).collect();
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let handle = Supervisor::start(processes, tx).map_err(|e| format!("agents: {e}"))?;
-        wait_ready(&rx, &expected);
+        let late = turnstile_supervisor::wait_ready(
+            &rx,
+            &expected,
+            Duration::from_millis(AGENTS_READY_WAIT_MS),
+            |event| match event {
+                SupervisorEvent::Ready { agent_id } => {
+                    println!("turnstile: agent {agent_id} is ready")
+                }
+                other => log_event(other),
+            },
+        );
+        if !late.is_empty() {
+            eprintln!(
+                "turnstile: agents not ready after {AGENTS_READY_WAIT_MS} ms: {late:?}; starting anyway (their calls get the fail mode until they are)"
+            );
+        }
         std::thread::Builder::new()
             .name("turnstile-agent-events".into())
             .spawn(move || {
@@ -296,27 +311,6 @@ pub fn start(config: &Config) -> Result<Agents, String> {
         supervisor,
         events: Some(events_tx),
     })
-}
-
-fn wait_ready(rx: &crossbeam_channel::Receiver<SupervisorEvent>, expected: &[String]) {
-    let deadline = Instant::now() + Duration::from_millis(AGENTS_READY_WAIT_MS);
-    let mut waiting: Vec<&str> = expected.iter().map(String::as_str).collect();
-    while !waiting.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(SupervisorEvent::Ready { agent_id }) => {
-                println!("turnstile: agent {agent_id} is ready");
-                waiting.retain(|w| *w != agent_id);
-            }
-            Ok(other) => log_event(&other),
-            Err(_) => {
-                eprintln!(
-                    "turnstile: agents not ready after {AGENTS_READY_WAIT_MS} ms: {waiting:?}; starting anyway (their calls get the fail mode until they are)"
-                );
-                return;
-            }
-        }
-    }
 }
 
 fn log_event(event: &SupervisorEvent) {

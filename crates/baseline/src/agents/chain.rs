@@ -207,7 +207,7 @@ pub async fn decide(
             .collect();
         let first = steps.len();
         while let Some((a, (outcome, response))) = calls.next().await {
-            let elapsed_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+            let elapsed_us = elapsed_us(started);
             let agent = &plane.agents[a];
             let mode = route.fail_mode.unwrap_or(agent.fail_mode);
             let failed = matches!(
@@ -266,7 +266,7 @@ pub async fn decide(
                 steps.push(Step {
                     agent: a,
                     outcome: Outcome::Cancelled,
-                    elapsed_us: started.elapsed().as_micros().min(u32::MAX as u128) as u32,
+                    elapsed_us: elapsed_us(started),
                     response: None,
                 });
             }
@@ -329,11 +329,9 @@ fn interested(caps: &Caps, req: &Req) -> bool {
     })
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Microseconds since `started`, saturated to what `AgentTiming.elapsedUs` holds.
+fn elapsed_us(started: Instant) -> u32 {
+    started.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
 /// Cancels the call when dropped before it finished (another agent won, or the request ended).
@@ -408,7 +406,7 @@ async fn call(
             client_ip: json::DataRef(&client_ip),
             client_port,
             route_id,
-            timestamp_ms: unix_ms(),
+            timestamp_ms: super::unix_ms(),
             deadline_ms: agent.timeout.as_millis().min(u32::MAX as u128) as u32,
         },
         request: json::HttpRequest {

@@ -122,7 +122,7 @@ impl Conn {
         if self.forget(cid) {
             let cancel = json::Event::Cancel(json::Cancel {
                 reason,
-                timestamp_ms: unix_ms(),
+                timestamp_ms: super::unix_ms(),
             });
             if let Ok(frame) = encode(cid, cancel) {
                 let _ = self.tx.try_send(frame);
@@ -198,13 +198,6 @@ impl Conn {
         }
         Ok(msg.health)
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Serializes one event into a new framed buffer (kind 5).

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, oneshot};
 use turnstile_config::{Config, FailMode, Placement};
-use turnstile_supervisor::{
-    ProcessSpec, RuntimeDir, Supervisor, SupervisorEvent, SupervisorHandle,
-};
+use turnstile_supervisor::{ProcessSpec, RuntimeDir, Supervisor, SupervisorHandle, wait_ready};
 
 pub use chain::decide;
 
@@ -100,7 +98,10 @@ impl Plane {
             let (tx, rx) = crossbeam_channel::bounded(1024);
             let handle = Supervisor::start(processes, tx).map_err(|e| format!("agents: {e}"))?;
             tokio::task::spawn_blocking(move || {
-                wait_ready(&rx, &expected);
+                let late = wait_ready(&rx, &expected, AGENTS_READY_WAIT, |_| {});
+                if !late.is_empty() {
+                    eprintln!("turnstile-baseline: agents not ready in time: {late:?}");
+                }
                 // Keep draining events so the supervisor never blocks on a full channel.
                 for _ in rx {}
             });
@@ -168,18 +169,10 @@ impl Plane {
     }
 }
 
-fn wait_ready(rx: &crossbeam_channel::Receiver<SupervisorEvent>, expected: &[String]) {
-    let deadline = std::time::Instant::now() + AGENTS_READY_WAIT;
-    let mut waiting: Vec<&str> = expected.iter().map(String::as_str).collect();
-    while !waiting.is_empty() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(SupervisorEvent::Ready { agent_id }) => waiting.retain(|w| *w != agent_id),
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!("turnstile-baseline: agents not ready in time: {waiting:?}");
-                return;
-            }
-        }
-    }
+/// Unix time now, in milliseconds (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
